@@ -1,0 +1,98 @@
+"""Console scripts: ``basicsr train|test`` (the toolbox's pipelines) and ``rainmer <tool>``."""
+import argparse
+import importlib
+import sys
+import textwrap
+from collections.abc import Callable
+
+# ``rainmer <tool> ...`` -> module whose ``main(argv)`` runs it
+RAINMER_TOOLS = {
+    'data': ('rainmer.data.cli', 'prepare, inspect, balance and synthesise deraining datasets'),
+    'convert': ('rainmer.tools.convert_checkpoint', 'convert a checkpoint of the public Rainmer code'),
+}
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from rainmer.compat.registry import UnknownNameError
+    from rainmer.compat.torchvision_shim import TorchvisionMismatchError
+    from rainmer.options import OptionError
+
+    return (OptionError, UnknownNameError, TorchvisionMismatchError, FileNotFoundError, NotADirectoryError)
+
+
+def run_guarded(pipeline: Callable, args: argparse.Namespace, returns_code: bool = True) -> int:
+    """Run a pipeline; errors the user can fix print one line (no traceback) and exit with 2."""
+    try:
+        result = pipeline(args)
+    except _user_errors() as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 2
+    return int(result) if returns_code else 0
+
+
+def registered_names() -> dict[str, list[str]]:
+    """Registered names per registry, after importing every plugin."""
+    from rainmer.plugins import load_plugins
+
+    load_plugins()
+    from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY
+
+    from rainmer.utils.registry import SCHEDULER_REGISTRY
+
+    registries = {'archs': ARCH_REGISTRY, 'models': MODEL_REGISTRY, 'datasets': DATASET_REGISTRY,
+                  'losses': LOSS_REGISTRY, 'schedulers': SCHEDULER_REGISTRY}
+    return {label: sorted(registry.keys()) for label, registry in registries.items()}
+
+
+def _registry_epilog() -> str:
+    blocks = []
+    for label, names in registered_names().items():
+        wrapped = textwrap.fill(', '.join(names), width=100, initial_indent='    ', subsequent_indent='    ')
+        blocks.append(f'registered {label}:\n{wrapped}')
+    return '\n\n'.join(blocks) + ("\n\nOther packages add names through the 'basicsr.plugins' entry-point group "
+                                   '(see README).')
+
+
+def build_basicsr_parser() -> argparse.ArgumentParser:
+    """``basicsr`` with ``train`` and ``test`` subcommands taking the toolbox's flags."""
+    from rainmer.options import add_toolbox_flags
+
+    parser = argparse.ArgumentParser(
+        prog='basicsr', formatter_class=argparse.RawDescriptionHelpFormatter,
+        description='Train and test BasicSR models (with the rainmer plugin and every installed plugin).',
+        epilog=_registry_epilog())
+    sub = parser.add_subparsers(dest='command', required=True, metavar='{train,test}')
+    add_toolbox_flags(sub.add_parser('train', help='train from an option YAML (experiments/<name>/ in this folder)'))
+    add_toolbox_flags(sub.add_parser('test', help='test from an option YAML (results/<name>/ in this folder)'))
+    return parser
+
+
+def basicsr_main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``basicsr`` command."""
+    args = build_basicsr_parser().parse_args(argv)
+    if args.command == 'train':
+        from rainmer.train import train_pipeline
+
+        return run_guarded(train_pipeline, args)
+    from rainmer.test import test_pipeline
+
+    return run_guarded(test_pipeline, args, returns_code=False)
+
+
+def rainmer_main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``rainmer`` command: dispatch to a tool's own ``main(argv)``."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    tools = '\n'.join(f'  {name:<10} {help_}' for name, (_, help_) in RAINMER_TOOLS.items())
+    usage = f'usage: rainmer <tool> [args]\n\ntools:\n{tools}\n\n`rainmer <tool> --help` for a tool\'s options.'
+    if not argv or argv[0] in ('-h', '--help'):
+        print(usage)
+        return 0
+    if argv[0] not in RAINMER_TOOLS:
+        print(f"error: unknown tool '{argv[0]}'\n\n{usage}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(RAINMER_TOOLS[argv[0]][0])
+    return int(module.main(argv[1:]) or 0)
+
+
+if __name__ == '__main__':
+    sys.exit(basicsr_main())
