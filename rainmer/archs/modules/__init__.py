@@ -1,0 +1,1 @@
+"""Building blocks of the Rainmer and DRSformer networks (not scanned: no ``*_arch.py`` names here)."""

@@ -1,0 +1,142 @@
+"""Top-k sparse channel attention (TKSA) of DRSformer, with a fast one-matmul evaluation.
+
+For every sparse rate r, each row of the channel-attention matrix A keeps its top ``int(C * r)`` entries,
+is soft-maxed, multiplied with v and weighted by a learnable scalar; the outputs are summed.
+
+* ``independent`` masks (DRSformer, the paper): every rate selects its top-k from A.
+* ``chained`` masks (the public Rainmer code): every rate selects its top-k from the previous rate's
+  soft-maxed matrix, so later rates pick from probabilities. Selecting among the zeros of the previous
+  matrix is decided by ``torch.topk``'s tie order, which is why this mode is evaluated literally.
+
+Both rate sums are linear in v, so ``sum_r w_r softmax_r(A) @ v == (sum_r w_r softmax_r(A)) @ v``: the fast
+paths build that one C x C matrix and do a single matmul with v (C x HW) instead of one per rate.
+"""
+from collections.abc import Sequence
+from fractions import Fraction
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+DEFAULT_SPARSE_RATES = ('1/2', '2/3', '3/4', '4/5')
+
+
+def parse_rate(rate: str | float | Fraction) -> Fraction:
+    """Exact rate: '2/3' (the yml form), 2/3 (a float, snapped to the nearest small fraction) or a Fraction."""
+    if isinstance(rate, str):
+        return Fraction(rate.strip())
+    return Fraction(rate).limit_denominator(1000)
+
+
+def topk_counts(channels: int, rates: Sequence[str | float | Fraction]) -> list[int]:
+    """Entries kept per row for every rate: ``floor(channels * rate)``, at least 1 (0 would give NaN rows)."""
+    return [max(1, int(channels * parse_rate(rate))) for rate in rates]
+
+
+def _keep_topk(scores: Tensor, count: int) -> Tensor:
+    """``scores`` with everything but the top ``count`` entries of each row set to -inf."""
+    index = scores.topk(count, dim=-1).indices
+    keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, index, True)
+    return scores.masked_fill(~keep, float('-inf'))
+
+
+def sparse_attention_plain(attn: Tensor, v: Tensor, counts: Sequence[int], weights: Tensor,
+                           chained: bool = False) -> Tensor:
+    """Reference-equivalent evaluation: one masked softmax and one matmul with v per rate."""
+    out = None
+    scores = attn
+    for count, weight in zip(counts, weights.unbind(0)):
+        probs = _keep_topk(scores, count).softmax(dim=-1)
+        term = (probs @ v) * weight
+        out = term if out is None else out + term
+        if chained:
+            scores = probs
+    return out
+
+
+def sparse_attention_matrix(attn: Tensor, counts: Sequence[int], weights: Tensor) -> Tensor:
+    """``sum_r w_r softmax(topk_r(A))`` for independent masks, from one top-k sort of A.
+
+    With A's row sorted (descending) as s and e = exp(s - s_0), rate r's softmax is e_p / Z_r at rank
+    p < k_r, where Z_r is the cumulative sum of e up to k_r. The weighted sum over rates is therefore
+    e_p * g_p with g_p = sum_{r: p < k_r} w_r / Z_r, scattered back to the original columns.
+    """
+    k_max = max(counts)
+    values, index = attn.topk(k_max, dim=-1)
+    exp_values = torch.exp(values - values[..., :1].detach())
+    partition = exp_values.cumsum(dim=-1)[..., [count - 1 for count in counts]]  # [..., R]
+    ranks = torch.arange(k_max, device=attn.device)
+    within = (ranks.unsqueeze(0) < torch.tensor(counts, device=attn.device).unsqueeze(1)).to(attn.dtype)  # [R, k]
+    coefficients = (weights.to(attn.dtype) / partition) @ within  # [..., k_max]
+    return torch.zeros_like(attn).scatter(-1, index, exp_values * coefficients)
+
+
+def sparse_attention_matrix_chained(attn: Tensor, counts: Sequence[int], weights: Tensor) -> Tensor:
+    """``sum_r w_r P_r`` with the public Rainmer code's chained masks (P_r selected from P_{r-1})."""
+    mix = None
+    scores = attn
+    for count, weight in zip(counts, weights.unbind(0)):
+        scores = _keep_topk(scores, count).softmax(dim=-1)
+        mix = scores * weight if mix is None else mix + scores * weight
+    return mix
+
+
+def sparse_attention_fast(attn: Tensor, v: Tensor, counts: Sequence[int], weights: Tensor,
+                          chained: bool = False) -> Tensor:
+    """Same result as :func:`sparse_attention_plain` with a single matmul with v."""
+    if chained:
+        return sparse_attention_matrix_chained(attn, counts, weights) @ v
+    return sparse_attention_matrix(attn, counts, weights) @ v
+
+
+class TopKSparseAttention(nn.Module):
+    """TKSA: qkv 1x1 + depthwise 3x3, per-head channel attention with top-k masks, 1x1 projection.
+
+    Args:
+        dim: Channels. num_heads: Attention heads. bias: Bias of the convolutions.
+        sparse_rates: Fractions of entries kept per row, one output branch each.
+        scalar_rate_weights: Store the branch weights as ``attn1..attnN`` (DRSformer's keys) instead of the
+            vector ``attns`` (Rainmer's keys).
+        chained_topk: Reproduce the public Rainmer code (each rate selects from the previous probabilities).
+        fast: Evaluate with one matmul with v (see module docs); False keeps the plain per-rate loop.
+    """
+
+    def __init__(self, dim: int, num_heads: int, bias: bool, sparse_rates: Sequence = DEFAULT_SPARSE_RATES,
+                 scalar_rate_weights: bool = False, chained_topk: bool = False, fast: bool = True) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.chained_topk = chained_topk
+        self.fast = fast
+        self.counts = topk_counts(dim // num_heads, sparse_rates)
+        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
+        self.qkv = nn.Conv2d(dim, dim * 3, kernel_size=1, bias=bias)
+        self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, kernel_size=3, padding=1, groups=dim * 3, bias=bias)
+        self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=bias)
+        self.scalar_rate_weights = scalar_rate_weights
+        if scalar_rate_weights:
+            for index in range(len(self.counts)):
+                setattr(self, f'attn{index + 1}', nn.Parameter(torch.tensor([0.2])))
+        else:
+            self.attns = nn.Parameter(torch.full((len(self.counts),), 0.2))
+
+    def rate_weights(self) -> Tensor:
+        """The learnable weight of every rate as one vector."""
+        if self.scalar_rate_weights:
+            return torch.cat([getattr(self, f'attn{index + 1}') for index in range(len(self.counts))])
+        return self.attns
+
+    def attention_scores(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Temperature-scaled channel attention A [B, heads, C, C] and the values v [B, heads, C, HW]."""
+        b, c, h, w = x.shape
+        q, k, v = self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1)
+        q = F.normalize(q.reshape(b, self.num_heads, c // self.num_heads, h * w), dim=-1)
+        k = F.normalize(k.reshape(b, self.num_heads, c // self.num_heads, h * w), dim=-1)
+        v = v.reshape(b, self.num_heads, c // self.num_heads, h * w)
+        return (q @ k.transpose(-2, -1)) * self.temperature, v
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        attn, v = self.attention_scores(x)
+        evaluate = sparse_attention_fast if self.fast else sparse_attention_plain
+        out = evaluate(attn, v, self.counts, self.rate_weights(), chained=self.chained_topk)
+        return self.project_out(out.reshape(b, c, h, w))
