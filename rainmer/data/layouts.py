@@ -77,9 +77,10 @@ def check_unique_keys(records: list[PairRecord], where: str) -> None:
 
 def scan_paired_folder(lq_dir: str, gt_dir: str) -> list[PairRecord]:
     """Pairs of same-stem images in two folders."""
+    lq_images = list_images(lq_dir)
     gt_index = _stem_index(gt_dir)
     records, missing = [], []
-    for lq in list_images(lq_dir):
+    for lq in lq_images:
         stem = osp.splitext(osp.basename(lq))[0]
         if stem in gt_index:
             records.append(PairRecord(lq, gt_index[stem], sanitize_key(stem)))
