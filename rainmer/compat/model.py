@@ -30,7 +30,7 @@ def optimizer_names() -> list[str]:
 def get_optimizer(self: BaseModel, optim_type: str, params, lr: float, **kwargs) -> torch.optim.Optimizer:
     """Build any ``torch.optim`` optimiser by class name (the toolbox only knows Adam)."""
     if optim_type not in optimizer_names():
-        raise UnknownNameError(unknown_name_message('optimizer', optim_type, optimizer_names()))
+        raise UnknownNameError(unknown_name_message('optimizer', optim_type, optimizer_names(), plugin_hint=False))
     return getattr(torch.optim, optim_type)(params, lr, **kwargs)
 
 

@@ -11,15 +11,15 @@ class UnknownNameError(KeyError):
         return str(self.args[0])
 
 
-def unknown_name_message(registry_name: str, name: str, known: list[str]) -> str:
-    """The message for an unknown ``type: name`` in ``registry_name``."""
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
-    if not close:  # also catch case slips such as 'rainmer' for 'Rainmer'
-        lowered = {k.lower(): k for k in known}
-        close = [lowered[name.lower()]] if name.lower() in lowered else []
+def unknown_name_message(kind: str, name: str, known: list[str], plugin_hint: bool = True) -> str:
+    """The message for an unknown ``type: name`` among the ``known`` names of ``kind``."""
+    lowered = {k.lower(): k for k in known}
+    close = [lowered[name.lower()]] if name.lower() in lowered else difflib.get_close_matches(name, known, n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ''
-    return (f"Unknown {registry_name} type '{name}'.{hint} Registered {registry_name} types: "
-            f"{', '.join(sorted(known))}. Plugins register more through the 'basicsr.plugins' entry-point group.")
+    message = f"Unknown {kind} type '{name}'.{hint} Registered {kind} types: {', '.join(sorted(known))}."
+    if plugin_hint:
+        message += " Plugins register more through the 'basicsr.plugins' entry-point group."
+    return message
 
 
 def _get(self: Registry, name: str, suffix: str = 'basicsr'):

@@ -1,0 +1,157 @@
+"""The compatibility layer: each BasicSR 1.4.2 defect on today's stack, fixed without touching the toolbox."""
+import builtins
+import os
+import warnings
+
+import pytest
+import torch
+from basicsr.archs import build_network
+from basicsr.models.lr_scheduler import MultiStepRestartLR
+from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY
+
+from rainmer.compat import checkpoint, distributed
+from rainmer.compat.model import get_optimizer, setup_schedulers
+from rainmer.compat.registry import UnknownNameError
+from rainmer.compat.torchvision_shim import TorchvisionMismatchError, check_torchvision
+from rainmer.options import OptionError, force_option
+from rainmer.utils.registry import SCHEDULER_REGISTRY
+
+
+def test_import_basicsr_works_and_functional_tensor_is_provided():
+    import basicsr.data.degradations as degradations
+    from torchvision.transforms.functional_tensor import rgb_to_grayscale
+
+    image = torch.rand(1, 3, 8, 8)
+    assert torch.equal(degradations.rgb_to_grayscale(image), rgb_to_grayscale(image))
+
+
+def test_plugin_classes_are_registered_on_import():
+    from rainmer import archs, data, losses, models
+
+    registries = {archs: ARCH_REGISTRY, data: DATASET_REGISTRY, losses: LOSS_REGISTRY, models: MODEL_REGISTRY}
+    for package, registry in registries.items():
+        for module in package._modules:
+            defined = [name for name, obj in vars(module).items()
+                       if isinstance(obj, type) and obj.__module__ == module.__name__ and name in registry]
+            assert defined, f'{module.__name__} registers nothing in {registry._name}'
+            for name in defined:
+                assert registry.get(name) is getattr(module, name)
+    assert 'SwinIR' in ARCH_REGISTRY and 'SRModel' in MODEL_REGISTRY  # the toolbox's own entries stay
+
+
+def test_unknown_type_names_the_closest_match_and_the_registered_names():
+    with pytest.raises(UnknownNameError) as info:
+        build_network({'type': 'SwinIr'})
+    message = str(info.value)
+    assert "Unknown arch type 'SwinIr'. Did you mean 'SwinIR'?" in message
+    assert 'RRDBNet' in message and 'EDSR' in message
+    assert isinstance(info.value, KeyError)  # callers catching the toolbox's KeyError still work
+
+
+def test_torchvision_build_mismatch_says_what_to_reinstall(monkeypatch):
+    real_import = builtins.__import__
+
+    def failing_import(name, *args, **kwargs):
+        if name == 'torchvision':
+            raise RuntimeError('operator torchvision::nms does not exist')
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, '__import__', failing_import)
+    with pytest.raises(TorchvisionMismatchError) as info:
+        check_torchvision()
+    assert 'pip install --force-reinstall torch torchvision' in str(info.value)
+    assert torch.__version__ in str(info.value)
+
+
+def test_distributed_backend_follows_cuda_availability(monkeypatch):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 0)
+    assert distributed.resolve_backend(None) == 'gloo'
+    assert distributed.resolve_backend('gloo') == 'gloo'
+    with pytest.warns(UserWarning, match="'nccl' needs CUDA"):
+        assert distributed.resolve_backend('nccl') == 'gloo'
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2)
+    assert distributed.resolve_backend(None) == 'nccl'
+    assert distributed.resolve_backend('gloo') == 'gloo'  # dist_params.backend overrides
+
+
+class _Model:
+    """The parts of BaseModel that the patched methods use."""
+
+    def __init__(self, tmp_path, scheduler_opt):
+        self.opt = {'train': {'scheduler': scheduler_opt}, 'path': {'training_states': str(tmp_path)}}
+        net = torch.nn.Linear(3, 2)
+        self.optimizers = [get_optimizer(self, 'AdamW', net.parameters(), 1e-3, weight_decay=0.01)]
+        self.schedulers = []
+        net(torch.ones(1, 3)).sum().backward()
+        self.optimizers[0].step()
+
+
+def test_optimizers_by_torch_name_and_schedulers_from_the_registry(tmp_path):
+    model = _Model(tmp_path, {'type': 'CosineAnnealingRestartCyclicLR', 'periods': [2, 4],
+                               'restart_weights': [1, 1], 'eta_mins': [1e-3, 0]})
+    assert isinstance(model.optimizers[0], torch.optim.AdamW)
+    setup_schedulers(model)
+    assert type(model.schedulers[0]) is SCHEDULER_REGISTRY.get('CosineAnnealingRestartCyclicLR')
+    assert model.opt['train']['scheduler']['type'] == 'CosineAnnealingRestartCyclicLR'  # options left intact
+    with pytest.raises(UnknownNameError, match="Did you mean 'AdamW'"):
+        get_optimizer(model, 'Adamw', [torch.nn.Parameter(torch.ones(1))], 1e-3)
+
+
+def test_resume_state_with_toolbox_scheduler_loads_on_cpu_with_weights_only(tmp_path):
+    model = _Model(tmp_path, {'type': 'MultiStepLR', 'milestones': [1, 2], 'gamma': 0.5})
+    setup_schedulers(model)
+    assert isinstance(model.schedulers[0], MultiStepRestartLR)
+    checkpoint.save_training_state(model, epoch=3, current_iter=7)
+    state = checkpoint.load_training_state(str(tmp_path / '7.state'))
+    assert state['epoch'] == 3 and state['iter'] == 7
+    assert state['schedulers'][0]['milestones'] == model.schedulers[0].state_dict()['milestones']
+    saved_exp_avg = model.optimizers[0].state_dict()['state'][0]['exp_avg']
+    assert torch.equal(state['optimizers'][0]['state'][0]['exp_avg'], saved_exp_avg)
+    assert state['optimizers'][0]['state'][0]['exp_avg'].device.type == 'cpu'
+
+
+def test_atomic_save_leaves_the_previous_file_intact_when_writing_fails(tmp_path, monkeypatch):
+    path = str(tmp_path / 'net.pth')
+    checkpoint.atomic_torch_save({'w': torch.ones(3)}, path)
+
+    def crash_midway(obj, f, *args, **kwargs):
+        f.write(b'truncated')
+        raise OSError('disk full')
+
+    monkeypatch.setattr(torch, 'save', crash_midway)
+    with pytest.raises(OSError):
+        checkpoint.atomic_torch_save({'w': torch.zeros(3)}, path)
+    monkeypatch.undo()
+    assert torch.equal(torch.load(path)['w'], torch.ones(3))
+    assert os.listdir(tmp_path) == ['net.pth']
+
+
+def test_auto_resume_skips_an_unreadable_newest_state(tmp_path):
+    states, models = tmp_path / 'training_states', tmp_path / 'models'
+    states.mkdir()
+    models.mkdir()
+    for it in (2, 4):
+        torch.save({'params': {}}, models / f'net_g_{it}.pth')
+    checkpoint.atomic_torch_save({'epoch': 0, 'iter': 2, 'optimizers': [], 'schedulers': []}, str(states / '2.state'))
+    (states / '4.state').write_bytes(b'not a checkpoint')
+    opt = {'name': 'x', 'auto_resume': True, 'num_gpu': 0, 'network_g': {},
+           'path': {'training_states': str(states), 'models': str(models), 'resume_state': None}}
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        state = checkpoint.load_resume_state(opt)
+    assert state['iter'] == 2
+    assert opt['path']['resume_state'].endswith('2.state')
+    assert opt['path']['pretrain_network_g'].endswith('net_g_2.pth')
+
+
+def test_force_yml_sets_existing_keys_and_rejects_unknown_ones():
+    opt = {'train': {'total_iter': 10, 'optim_g': {'lr': 1e-3}}}
+    force_option(opt, 'train:total_iter=20')
+    force_option(opt, 'train:optim_g:lr=2e-4')
+    assert opt['train']['total_iter'] == 20 and opt['train']['optim_g']['lr'] == '2e-4'
+    force_option(opt, 'train:optim_g:lr=!!float 2e-4')
+    assert opt['train']['optim_g']['lr'] == pytest.approx(2e-4)
+    with pytest.raises(OptionError, match="'train:total_iters' does not exist"):
+        force_option(opt, 'train:total_iters=5')
