@@ -62,7 +62,7 @@ def balance_selection(densities: np.ndarray, shares: tuple[float, float], rng: n
     total = high.size / (1.0 - s_low - s_mid)
     warnings, chosen = [], [high]
     for indices, share, label in ((low, s_low, f'[0, {edges[0]}]'), (mid, s_mid, f'({edges[0]}, {edges[1]}]')):
-        wanted = int(total * share)
+        wanted = int(total * share + 1e-9)  # floor, robust to float error (200 / 0.5 * 0.3 -> 120)
         if wanted > indices.size:
             warnings.append(f'bin {label}: {wanted} crops wanted but only {indices.size} exist; keeping all')
             wanted = indices.size
