@@ -34,7 +34,8 @@ def _source_opt(args: argparse.Namespace, lmdb: bool = False) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=PROG, description='Prepare, inspect, balance and synthesise deraining '
+                                     'datasets (docs/datasets.md).')
     sub = parser.add_subparsers(dest='command', required=True)
 
     prep = sub.add_parser('prepare', help='validate every pair and build lq.lmdb + gt.lmdb (BasicSR format)')
