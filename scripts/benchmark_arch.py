@@ -1,0 +1,243 @@
+"""Benchmark Rainmer, DRSformer and a toolbox restorer (SwinIR): params, FLOPs, latency and peak memory.
+
+Every (network, TKSA evaluation, mode) is measured in its own subprocess, so peak memory is that of the
+measured step alone:
+
+* CPU: the process's resident-set high-water mark (``VmHWM`` in /proc/self/status) minus its resident set
+  just before the first step (network, optimiser and inputs already built): the extra memory the step needs.
+* CUDA: ``torch.cuda.max_memory_allocated`` minus the memory allocated before the step.
+
+Latency is the fastest of ``--repeat`` runs after one warm-up run (the memory run): on a shared
+machine the minimum is the figure least disturbed by other load. FLOPs come from
+``torch.utils.flop_counter.FlopCounterMode`` (matmuls and convolutions; a multiply-add counts as 2 FLOPs),
+with a grouped-aware formula for convolution backward (see :func:`conv_backward_flops`).
+'inference' is a forward pass under ``torch.no_grad``; 'train' is one optimisation step (forward, loss,
+backward, AdamW step), for Rainmer through its training entry with 4 negatives per view.
+The rows 'plain' evaluate TKSA with the reference loop (one matmul per rate) with the same weights.
+
+Example: ``python scripts/benchmark_arch.py --size 128 --threads 2 --batch 1 --repeat 3``.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import rainmer  # noqa: F401  (its compat shim must load before basicsr)
+
+# isort: split
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
+
+ARCHS = ('rainmer', 'drsformer', 'swinir', 'tksa')
+TKSA_ARCHS = ('rainmer', 'drsformer', 'tksa')
+N_NEG = 4
+PROMPT_SIZE = 128
+
+
+def conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+                        _output_padding, _groups, output_mask, out_shape=None, **kwargs) -> int:
+    """FLOPs of a convolution's backward: the forward's count once for grad_input and once for grad_weight.
+
+    torch's own formula ignores ``groups`` here and counts a depthwise conv's backward as a dense one
+    (channels times too many), which would swamp the training-step totals of these depthwise-heavy networks.
+    """
+    forward = conv_flop_count(x_shape, w_shape, grad_out_shape, transposed=transposed)
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
+def build(arch: str, fast_tksa: bool) -> nn.Module:
+    """A network at its paper/public default size."""
+    if arch == 'rainmer':
+        from rainmer.archs.rainmer_arch import Rainmer
+
+        return Rainmer(fast_tksa=fast_tksa)
+    if arch == 'drsformer':
+        from rainmer.archs.drsformer_arch import DRSformer
+
+        return DRSformer(fast_tksa=fast_tksa)
+    if arch == 'swinir':
+        from basicsr.archs.swinir_arch import SwinIR
+
+        # SwinIR's colour denoising / deraining-style restorer (upscale 1, no upsampler)
+        return SwinIR(upscale=1, in_chans=3, img_size=128, window_size=8, img_range=1.0, depths=[6] * 6,
+                      embed_dim=180, num_heads=[6] * 6, mlp_ratio=2, upsampler='', resi_connection='1conv')
+    if arch == 'tksa':
+        from rainmer.archs.modules.tksa import TopKSparseAttention
+
+        return TopKSparseAttention(48, 1, bias=False, fast=fast_tksa)  # the level-1 attention of both networks
+    raise ValueError(f'Unknown arch {arch!r}; choose among {ARCHS}.')
+
+
+def make_batch(arch: str, batch: int, size: int, device: torch.device) -> dict[str, Tensor]:
+    channels = 48 if arch == 'tksa' else 3
+    data = {'lq': torch.rand(batch, channels, size, size, device=device)}
+    if arch != 'tksa':
+        data['gt'] = torch.rand(batch, 3, size, size, device=device)
+    if arch == 'rainmer':
+        def images(*shape: int) -> Tensor:
+            return torch.rand(batch, *shape, 3, PROMPT_SIZE, PROMPT_SIZE, device=device)
+
+        data['lq_resize'] = images()
+        data['keys'] = {'chromatic': images(), 'degradation': images()}
+        data['negatives'] = {view: images(N_NEG) for view in ('chromatic', 'degradation', 'detail')}
+    return data
+
+
+def inference_step(network: nn.Module, data: dict) -> None:
+    with torch.no_grad():
+        network(data['lq'])
+
+
+def train_step(network: nn.Module, data: dict, optimizer: torch.optim.Optimizer) -> None:
+    if 'keys' in data:
+        restored, logits = network.forward_train(data['lq'], data['lq_resize'], data['keys'], data['negatives'])
+        target = torch.zeros(restored.shape[0], dtype=torch.long, device=restored.device)
+        contrast = F.cross_entropy(logits['chromatic'], target) + F.cross_entropy(logits['degradation_detail'], target)
+        loss = F.l1_loss(restored, data['gt']) + 0.1 * contrast
+    else:
+        out = network(data['lq'])
+        loss = F.l1_loss(out, data['gt']) if 'gt' in data else out.square().mean()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def _rss_kib(field: str) -> int:
+    with open('/proc/self/status') as status:
+        for line in status:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise RuntimeError(f'{field} not in /proc/self/status')
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+
+
+def measure(arch: str, fast_tksa: bool, mode: str, args: argparse.Namespace) -> dict:
+    """Run in a fresh process: peak memory of the first step, then latency and FLOPs."""
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    network = build(arch, fast_tksa).to(device)
+    network.train(mode == 'train')
+    data = make_batch(arch, args.batch, args.size, device)
+    if mode == 'train':
+        optimizer = torch.optim.AdamW([p for p in network.parameters() if p.requires_grad], lr=1e-4)
+
+        def step() -> None:
+            train_step(network, data, optimizer)
+    else:
+        def step() -> None:
+            inference_step(network, data)
+
+    _sync(device)
+    if device.type == 'cuda':
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        _sync(device)
+        peak_bytes = torch.cuda.max_memory_allocated() - base
+        total_bytes = torch.cuda.max_memory_allocated()
+    else:
+        base = _rss_kib('VmRSS')
+        step()
+        peak_bytes = (_rss_kib('VmHWM') - base) * 1024
+        total_bytes = _rss_kib('VmHWM') * 1024
+    times = []
+    for _ in range(args.repeat):
+        _sync(device)
+        start = time.perf_counter()
+        step()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flops})
+    with counter:
+        step()
+    return {
+        'params': sum(p.numel() for p in network.parameters()),
+        'trainable': sum(p.numel() for p in network.parameters() if p.requires_grad),
+        'flops': counter.get_total_flops(), 'latency_ms': 1000 * min(times),
+        'peak_mib': peak_bytes / 2**20, 'process_peak_mib': total_bytes / 2**20,
+    }
+
+
+def run_worker(arch: str, fast_tksa: bool, mode: str, args: argparse.Namespace) -> dict:
+    command = [sys.executable, os.path.abspath(__file__), '--worker', f'{arch}:{int(fast_tksa)}:{mode}',
+               '--size', str(args.size), '--threads', str(args.threads), '--batch', str(args.batch),
+               '--repeat', str(args.repeat), '--device', args.device]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f'{arch} {mode} failed:\n{result.stderr[-3000:]}')
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _fmt_count(value: float, scale: float, digits: int = 2) -> str:
+    return f'{value / scale:,.{digits}f}'
+
+
+def print_tables(results: dict, args: argparse.Namespace) -> None:
+    print(f'\nsize {args.size}x{args.size}, batch {args.batch}, threads {args.threads}, device {args.device}, '
+          f'best of {args.repeat}\n')
+    print('| network | TKSA | params (M) | trainable (M) | inference GFLOPs | inference ms | inference peak MiB '
+          '| train-step GFLOPs | train-step ms | train-step peak MiB |')
+    print('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|')
+    for (arch, fast), modes in results.items():
+        inference, train = modes['inference'], modes['train']
+        tksa = ('fast' if fast else 'plain') if arch in TKSA_ARCHS else '-'
+        print(f"| {arch} | {tksa} | {_fmt_count(inference['params'], 1e6, 3)} "
+              f"| {_fmt_count(inference['trainable'], 1e6, 3)} | {_fmt_count(inference['flops'], 1e9, 1)} "
+              f"| {inference['latency_ms']:,.0f} | {inference['peak_mib']:,.0f} "
+              f"| {_fmt_count(train['flops'], 1e9, 1)} | {train['latency_ms']:,.0f} | {train['peak_mib']:,.0f} |")
+    ratios = [(arch, results[(arch, True)], results[(arch, False)]) for arch in TKSA_ARCHS
+              if (arch, True) in results and (arch, False) in results]
+    if ratios:
+        print('\nFast TKSA against the plain-loop reference, same run (plain / fast; > 1 means fast is better):\n')
+        print('| network | inference speed-up | train-step speed-up | inference peak-memory ratio '
+              '| train-step peak-memory ratio | inference FLOPs ratio |')
+        print('|---|---:|---:|---:|---:|---:|')
+        for arch, fast, plain in ratios:
+            def ratio(mode: str, key: str, plain: dict = plain, fast: dict = fast) -> str:
+                return f"{plain[mode][key] / max(fast[mode][key], 1e-9):.2f}x"
+
+            print(f"| {arch} | {ratio('inference', 'latency_ms')} | {ratio('train', 'latency_ms')} "
+                  f"| {ratio('inference', 'peak_mib')} | {ratio('train', 'peak_mib')} "
+                  f"| {ratio('inference', 'flops')} |")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--size', type=int, default=128, help='input height and width')
+    parser.add_argument('--threads', type=int, default=torch.get_num_threads(), help='torch CPU threads')
+    parser.add_argument('--archs', nargs='+', default=list(ARCHS), choices=ARCHS)
+    parser.add_argument('--batch', type=int, default=1)
+    parser.add_argument('--repeat', type=int, default=3, help='timed runs per measurement (fastest reported)')
+    parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
+    parser.add_argument('--no-plain', action='store_true', help='skip the plain-loop TKSA reference rows')
+    parser.add_argument('--worker', help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.worker:
+        arch, fast, mode = args.worker.split(':')
+        print(json.dumps(measure(arch, bool(int(fast)), mode, args)))
+        return 0
+    results = {}
+    for arch in args.archs:
+        variants = (True, False) if arch in TKSA_ARCHS and not args.no_plain else (True,)
+        for fast in variants:
+            results[(arch, fast)] = {mode: run_worker(arch, fast, mode, args) for mode in ('inference', 'train')}
+            print(f'measured {arch} ({"fast" if fast else "plain"} TKSA)', file=sys.stderr, flush=True)
+    print_tables(results, args)
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
