@@ -21,7 +21,6 @@ load_plugins()
 
 from basicsr.data.prefetch_dataloader import CPUPrefetcher, CUDAPrefetcher  # noqa: E402
 from basicsr.models import build_model  # noqa: E402
-from basicsr.train import create_train_val_dataloader  # noqa: E402
 from basicsr.utils import (  # noqa: E402
     AvgTimer,
     MessageLogger,
@@ -36,7 +35,9 @@ from basicsr.utils import (  # noqa: E402
 from basicsr.utils.options import copy_opt_file, dict2str  # noqa: E402
 
 from rainmer.compat.checkpoint import load_resume_state  # noqa: E402
+from rainmer.data_loading import create_train_val_dataloaders  # noqa: E402
 from rainmer.options import add_toolbox_flags, parse_options  # noqa: E402
+from rainmer.utils.rng import restore_rng_states  # noqa: E402
 
 
 class GracefulStop:
@@ -90,6 +91,27 @@ def _make_prefetcher(opt: dict, train_loader):
     raise ValueError(f"datasets.train.prefetch_mode: '{prefetch_mode}' is not one of None, 'cpu', 'cuda'")
 
 
+def _position_sampler(sampler, loader, epoch: int, current_iter: int, logger) -> int:
+    """Continue where the saved run was: the next epoch after a full one, else after the batches it used."""
+    iters_per_epoch = len(loader)
+    consumed = current_iter - epoch * iters_per_epoch
+    if consumed >= iters_per_epoch:
+        return epoch + 1 + (consumed - iters_per_epoch) // iters_per_epoch
+    if consumed > 0:
+        sampler.start_index = consumed * loader.batch_size
+        logger.info(f'Resuming inside epoch {epoch}: skipping its first {consumed} batches.')
+    return epoch
+
+
+def _restore_rng(resume_state: dict, opt: dict, logger) -> None:
+    if 'rng' not in resume_state:
+        return
+    if opt['world_size'] > 1:
+        logger.info('Distributed resume: random states are reseeded per rank (exact resume is single-process).')
+        return
+    restore_rng_states(resume_state['rng'])
+
+
 def train_pipeline(args: argparse.Namespace, root_path: str | None = None) -> int:
     """Train from parsed flags; experiments and tb_logger go under ``root_path`` (default: current folder)."""
     root_path = osp.abspath(root_path or os.getcwd())
@@ -105,13 +127,17 @@ def train_pipeline(args: argparse.Namespace, root_path: str | None = None) -> in
     copy_opt_file(args.opt, opt['path']['experiments_root'])
     logger, tb_logger = _init_loggers(opt, root_path)
 
-    train_loader, train_sampler, val_loaders, total_epochs, total_iters = create_train_val_dataloader(opt, logger)
+    train_loader, train_sampler, val_loaders, total_epochs, total_iters = create_train_val_dataloaders(opt, logger)
     model = build_model(opt)
     start_epoch, current_iter = 0, 0
     if resume_state:
         model.resume_training(resume_state)
         start_epoch, current_iter = resume_state['epoch'], resume_state['iter']
         logger.info(f"Resuming training from {opt['path']['resume_state']}: epoch {start_epoch}, iter {current_iter}.")
+        start_epoch = _position_sampler(train_sampler, train_loader, start_epoch, current_iter, logger)
+        _restore_rng(resume_state, opt, logger)
+    elif hasattr(model, 'before_training'):
+        model.before_training(train_loader)  # e.g. RainmerModel pre-fills its archive of negatives
 
     msg_logger = MessageLogger(opt, current_iter, tb_logger)
     prefetcher = _make_prefetcher(opt, train_loader)
@@ -122,6 +148,8 @@ def train_pipeline(args: argparse.Namespace, root_path: str | None = None) -> in
     epoch = start_epoch
     try:
         for epoch in range(start_epoch, total_epochs + 1):
+            if epoch != start_epoch:
+                train_sampler.start_index = 0
             train_sampler.set_epoch(epoch)
             prefetcher.reset()
             train_data = prefetcher.next()

@@ -10,6 +10,8 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.misc import check_resume
 
+from rainmer.utils.rng import capture_rng_states
+
 STATE_SUFFIX = '.state'
 
 
@@ -55,12 +57,13 @@ def save_network(self: BaseModel, net, net_label: str, current_iter: int, param_
 
 
 def training_state(self: BaseModel, epoch: int, current_iter: int) -> dict:
-    """Everything needed to resume: epoch, iteration, optimisers, schedulers, plus the model's extras."""
+    """Everything needed to resume: epoch, iteration, optimisers, schedulers, RNG states, the model's extras."""
     state = {
         'epoch': epoch,
         'iter': current_iter,
         'optimizers': [o.state_dict() for o in self.optimizers],
         'schedulers': [s.state_dict() for s in self.schedulers],
+        'rng': capture_rng_states(),
     }
     extra = getattr(self, 'extra_training_state', None)
     if extra is not None:

@@ -1,0 +1,53 @@
+"""Tiled inference with bounded memory: overlapping tiles blended with feathered weights (no seams)."""
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of size ``tile`` covering ``length`` with at least ``overlap`` shared pixels."""
+    if tile >= length:
+        return [0]
+    if not 0 <= overlap < tile:
+        raise ValueError(f'tile overlap {overlap} must be in [0, tile size {tile})')
+    stride = tile - overlap
+    starts = list(range(0, length - tile, stride))
+    return starts + [length - tile]
+
+
+def feather_weights(size: int, overlap: int, at_start: bool, at_end: bool, device, dtype) -> Tensor:
+    """1-D blending weights: linear ramps over ``overlap`` pixels on the sides that meet another tile."""
+    weights = torch.ones(size, device=device, dtype=dtype)
+    if overlap > 0:
+        ramp = torch.arange(1, overlap + 1, device=device, dtype=dtype) / (overlap + 1)
+        ramp_len = min(overlap, size)
+        if not at_start:
+            weights[:ramp_len] = ramp[:ramp_len]
+        if not at_end:
+            weights[size - ramp_len:] = torch.minimum(weights[size - ramp_len:], ramp[:ramp_len].flip(0))
+    return weights
+
+
+def tiled_forward(forward: Callable[[Tensor], Tensor], x: Tensor, tile: int, overlap: int) -> Tensor:
+    """Run ``forward`` on overlapping ``tile`` x ``tile`` crops of x [B, C, H, W] and blend the outputs.
+
+    Only one tile's activations are alive at a time, so peak memory is bounded by the tile size.
+    Outputs must have the input's spatial size.
+    """
+    _, _, h, w = x.shape
+    ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+    output = weight_sum = None
+    for y in ys:
+        for x0 in xs:
+            patch = forward(x[..., y:y + tile, x0:x0 + tile])
+            if output is None:
+                output = x.new_zeros(x.shape[0], patch.shape[1], h, w)
+                weight_sum = x.new_zeros(1, 1, h, w)
+            th, tw = patch.shape[-2:]
+            wy = feather_weights(th, overlap, y == 0, y + th >= h, x.device, x.dtype)
+            wx = feather_weights(tw, overlap, x0 == 0, x0 + tw >= w, x.device, x.dtype)
+            weight = (wy[:, None] * wx[None, :])[None, None]
+            output[..., y:y + th, x0:x0 + tw] += patch * weight
+            weight_sum[..., y:y + th, x0:x0 + tw] += weight
+    return output / weight_sum
