@@ -155,3 +155,14 @@ def test_force_yml_sets_existing_keys_and_rejects_unknown_ones():
     assert opt['train']['optim_g']['lr'] == pytest.approx(2e-4)
     with pytest.raises(OptionError, match="'train:total_iters' does not exist"):
         force_option(opt, 'train:total_iters=5')
+
+
+def test_one_lmdb_can_back_several_file_clients(tmp_path):
+    import lmdb
+    from basicsr.utils import FileClient
+
+    path = str(tmp_path / 'x.lmdb')
+    with lmdb.open(path, map_size=1 << 20).begin(write=True) as txn:
+        txn.put(b'a', b'payload')
+    clients = [FileClient('lmdb', db_paths=[path], client_keys=['lq']) for _ in range(2)]
+    assert [c.get('a', 'lq') for c in clients] == [b'payload', b'payload']

@@ -10,6 +10,7 @@ unchanged where it already worked (see DESIGN.md section 8):
   and DDP wraps CPU models;
 - resume states load on CPU under ``torch.load(weights_only=True)``;
 - networks and training states are written atomically;
+- one LMDB can back several datasets (py-lmdb refuses a second open in a process);
 - optimisers by any ``torch.optim`` name and schedulers from :data:`SCHEDULER_REGISTRY`.
 """
 from rainmer.compat.torchvision_shim import check_torchvision, install_functional_tensor_shim
@@ -25,10 +26,11 @@ def apply_toolbox_compat() -> None:
     check_torchvision()
     install_functional_tensor_shim()
 
-    from rainmer.compat import checkpoint, distributed, model, registry
+    from rainmer.compat import checkpoint, distributed, lmdb_backend, model, registry
 
     registry.patch_registry_errors()
     distributed.patch_distributed_init()
     model.patch_base_model()
     checkpoint.patch_checkpoint_io()
+    lmdb_backend.patch_lmdb_backend()
     _applied = True
