@@ -2,7 +2,7 @@
 import copy
 import os.path as osp
 
-from data_fixtures import make_rain13k, make_gtrain
+from data_fixtures import make_gtrain, make_rain13k
 from toolbox_fixtures import run_command
 
 TINY_RAINMER = dict(type='Rainmer', dim=8, base_dim=16, num_blocks=[1, 1, 1, 1], heads=[1, 1, 1, 1], prompt_size=32)

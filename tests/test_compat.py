@@ -162,7 +162,9 @@ def test_one_lmdb_can_back_several_file_clients(tmp_path):
     from basicsr.utils import FileClient
 
     path = str(tmp_path / 'x.lmdb')
-    with lmdb.open(path, map_size=1 << 20).begin(write=True) as txn:
+    env = lmdb.open(path, map_size=1 << 20)
+    with env.begin(write=True) as txn:
         txn.put(b'a', b'payload')
+    env.close()
     clients = [FileClient('lmdb', db_paths=[path], client_keys=['lq']) for _ in range(2)]
     assert [c.get('a', 'lq') for c in clients] == [b'payload', b'payload']
