@@ -1,0 +1,111 @@
+"""The shipped option files: registered types, the paper's recipe, identical comparisons, and runs as written."""
+import copy
+import glob
+import json
+import os.path as osp
+
+import pytest
+from basicsr.archs import build_network
+from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY
+from data_fixtures import make_gtav, make_gtrain, make_rain13k
+from toolbox_fixtures import REPO_ROOT, run_command
+
+from rainmer.options import load_yaml
+from rainmer.utils.registry import SCHEDULER_REGISTRY
+
+OPTIONS = sorted(glob.glob(osp.join(REPO_ROOT, 'options', '**', '*.yml'), recursive=True))
+TRAIN_OPTIONS = [p for p in OPTIONS if osp.dirname(p) == osp.join(REPO_ROOT, 'options')]
+MIXED_COMPARISONS = ['swinir_mixed.yml', 'drsformer_mixed.yml']
+
+
+def _option(name: str) -> dict:
+    return json.loads(json.dumps(load_yaml(osp.join(REPO_ROOT, 'options', name))))
+
+
+@pytest.mark.parametrize('path', OPTIONS, ids=[osp.relpath(p, REPO_ROOT) for p in OPTIONS])
+def test_every_type_in_the_option_files_is_registered(path):
+    opt = load_yaml(path)
+    if 'model_type' not in opt:  # analysis configs
+        return
+    assert opt['model_type'] in MODEL_REGISTRY
+    assert opt['network_g']['type'] in ARCH_REGISTRY
+    for dataset in opt['datasets'].values():
+        assert dataset['type'] in DATASET_REGISTRY
+    for key, value in (opt.get('train') or {}).items():
+        if key.endswith('_opt') and value:
+            assert value['type'] in LOSS_REGISTRY, key
+    if opt.get('train'):
+        assert opt['train']['scheduler']['type'] in SCHEDULER_REGISTRY
+
+
+def test_rainmer_mixed_is_the_papers_recipe():
+    opt = _option('rainmer_mixed.yml')
+    train = opt['train']
+    assert opt['manual_seed'] == 100 and opt['model_type'] == 'RainmerModel'
+    assert opt['datasets']['train']['batch_size_per_gpu'] == 4 and opt['datasets']['train']['gt_size'] == 128
+    assert [s['name'] for s in opt['datasets']['train']['sources']] == ['Rain13K', 'GT-Rain', 'GTAV-balance']
+    assert all(s['io_backend']['type'] == 'lmdb' for s in opt['datasets']['train']['sources'])
+    assert opt['datasets']['val']['layout'] == 'gtrain'
+    assert train['accumulate_grad_step'] == 2 and train['total_iter'] == 2 * 300000
+    assert train['optim_g']['lr'] == 3e-4 and train['optim_encoder']['weight_decay'] == 0.01
+    assert train['scheduler']['periods'] == [92000, 208000] and train['scheduler']['eta_mins'] == [3e-4, 1e-6]
+    assert train['grad_clip_norm'] == 0.01 and train['n_neg'] == 4 and train['archive_size'] == 256
+    assert train['pixel_opt']['eps'] == 1e-6 and train['ssim_opt']['loss_weight'] == 0.1
+    net = build_network(copy.deepcopy(opt['network_g']))
+    assert sum(p.numel() for p in net.parameters() if p.requires_grad) == 35_823_296
+    assert sum(p.numel() for p in net.parameters()) == 36_764_832
+
+
+@pytest.mark.parametrize('name', MIXED_COMPARISONS)
+def test_comparison_configs_differ_from_rainmer_only_in_the_network(name):
+    rainmer, other = _option('rainmer_mixed.yml'), _option(name)
+    for opt in (rainmer, other):
+        opt.pop('name')
+        opt.pop('network_g')
+    assert other == rainmer
+
+
+@pytest.mark.parametrize('path', [p for p in OPTIONS if '/test/' in p], ids=osp.basename)
+def test_test_configs_use_their_training_configs_network(path):
+    test_opt = load_yaml(path)
+    train_name = osp.basename(path).replace('_test.yml', '.yml')
+    assert test_opt['network_g'] == load_yaml(osp.join(REPO_ROOT, 'options', train_name))['network_g']
+    assert test_opt['path']['pretrain_network_g'] == f"experiments/{test_opt['name'][:-5]}/models/net_g_latest.pth"
+
+
+TINY = ['network_g:dim=8', 'network_g:base_dim=16', 'network_g:num_blocks=[1,1,1,1]', 'network_g:heads=[1,1,1,1]',
+        'network_g:prompt_size=32']
+
+
+def test_rainmer_mixed_trains_and_tests_as_written_on_prepared_data(tmp_path):
+    """Data prepared where the README says, then the shipped configs with only sizes shrunk."""
+    def run(*args):
+        result = run_command(list(args), cwd=str(tmp_path))
+        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+        return result.stdout + result.stderr
+
+    make_rain13k(str(tmp_path / 'datasets/Rain13K/train'), n=2)
+    make_gtrain(str(tmp_path / 'datasets/GT-Rain/GT-RAIN_train'), scenes=1, frames=2)
+    make_gtrain(str(tmp_path / 'datasets/GT-Rain/GT-RAIN_val'), scenes=1, frames=1, seed=7)
+    make_gtav(str(tmp_path / 'datasets/GTAV-NightRain'), sets=1, scenes=2, frames=1)
+    run('rainmer', 'data', 'prepare', 'rain13k', 'datasets/Rain13K/train', '--quiet')
+    run('rainmer', 'data', 'prepare', 'gtrain', 'datasets/GT-Rain/GT-RAIN_train', '--quiet')
+    run('rainmer', 'data', 'balance', 'gtav', 'datasets/GTAV-NightRain', '--shares', '0.5', '0.25', '--crop', '32',
+        '--out', 'datasets/GTAV-balance', '--quiet')
+    output = run('basicsr', 'train', '-opt', osp.join(REPO_ROOT, 'options', 'rainmer_mixed.yml'), '--force_yml',
+                 *TINY, 'train:total_iter=2', 'train:archive_size=4', 'datasets:train:gt_size=32',
+                 'datasets:train:resize_size=32', 'datasets:train:batch_size_per_gpu=2',
+                 'datasets:train:num_worker_per_gpu=0', 'logger:save_checkpoint_freq=2', 'val:val_freq=2')
+    assert 'Validation GT-Rain' in output
+    assert (tmp_path / 'experiments/Rainmer_mixed/models/net_g_latest.pth').is_file()
+
+    for name in ('Rain100L', 'Rain100H', 'Test100', 'Test1200', 'Test2800'):
+        make_rain13k(str(tmp_path / 'datasets/test' / name), n=1, seed=len(name))
+    make_gtrain(str(tmp_path / 'datasets/GT-Rain/GT-RAIN_test'), scenes=1, frames=1, seed=9)
+    make_gtav(str(tmp_path / 'datasets/GTAV-NightRain'), sets=1, split='test', scenes=1, frames=1, seed=5)
+    output = run('basicsr', 'test', '-opt', osp.join(REPO_ROOT, 'options', 'test', 'rainmer_mixed_test.yml'),
+                 '--force_yml', *TINY)
+    metrics = json.loads((tmp_path / 'results/Rainmer_mixed_test/metrics.json').read_text())
+    assert list(metrics) == ['Rain100L', 'Rain100H', 'Test100', 'Test1200', 'Test2800', 'GT-Rain', 'GTAV-balance']
+    assert all(set(values) == {'psnr', 'ssim'} for values in metrics.values())
+    assert '| average |' in output
