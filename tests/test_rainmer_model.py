@@ -129,3 +129,25 @@ def test_a_toolbox_restorer_trains_on_the_mixed_dataset_with_srmodel(workdir):
     output = _train(root, opt)
     assert 'l_pix: ' in output and 'Validation tiny_val' in output
     assert (root / 'experiments' / 'swinir_on_mixed' / 'models' / 'net_g_2.pth').is_file()
+
+
+def test_torchrun_two_cpu_processes(workdir):
+    import socket
+
+    root, roots = workdir
+    opt = tiny_rainmer_options('rainmer_ddp', roots, total_iter=2, save_freq=2)
+    opt['datasets']['train']['batch_size_per_gpu'] = 1
+    yml = write_yaml(str(root / 'rainmer_ddp.yml'), opt)
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    result = run_command(['python', '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={port}',
+                          '-m', 'rainmer.train', '-opt', yml, '--launcher', 'pytorch'], cwd=str(root))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert 'World size (gpu number): 2' in output and 'l_chromatic: ' in output
+    exp = root / 'experiments' / 'rainmer_ddp'
+    state = torch.load(exp / 'training_states' / '2.state', weights_only=True)
+    assert state['iter'] == 2 and len(state['optimizers']) == 2
+    params = torch.load(exp / 'models' / 'net_g_latest.pth', weights_only=True)['params']
+    assert not any(k.startswith('module.') for k in params)
