@@ -15,7 +15,7 @@ from rainmer_fixtures import TINY_RAINMER, tiny_rainmer_options
 from toolbox_fixtures import run_command, write_yaml
 
 from rainmer.analysis import read_embeddings, read_relationship_csv, relationship_matrix, sample_indices
-from rainmer.analysis.sphere import spherical_to_lonlat
+from rainmer.analysis.sphere import project_to_sphere, spherical_to_lonlat
 from rainmer.archs.rainmer_arch import Rainmer
 from rainmer.tools import analyze
 
@@ -81,13 +81,14 @@ def test_relationship_matrix_is_the_mean_pairwise_cosine():
 
 def test_spherical_coordinates_and_sampling():
     rng = np.random.default_rng(1)
-    inside = np.stack([rng.uniform(-1.5, 1.5, 50), rng.uniform(-3.1, 3.1, 50)], axis=1)  # (latitude, longitude)
-    np.testing.assert_allclose(spherical_to_lonlat(inside), np.degrees(inside[:, ::-1]), atol=1e-9)
+    inside = np.stack([rng.uniform(0.05, 3.09, 50), rng.uniform(-3.1, 3.1, 50)], axis=1)  # (polar angle, azimuth)
+    expected = np.stack([np.degrees(inside[:, 1]), 90 - np.degrees(inside[:, 0])], axis=1)
+    np.testing.assert_allclose(spherical_to_lonlat(inside), expected, atol=1e-9)
     wandered = spherical_to_lonlat(rng.normal(scale=50, size=(200, 2)))
     assert np.all(np.abs(wandered[:, 0]) <= 180) and np.all(np.abs(wandered[:, 1]) <= 90)
     # the same point however many turns away
-    turned = spherical_to_lonlat(np.array([[0.3, 1.0 + 8 * np.pi]]))
-    np.testing.assert_allclose(turned, [[np.degrees(1.0), np.degrees(0.3)]])
+    turned = spherical_to_lonlat(np.array([[0.3 + 4 * np.pi, 1.0 - 6 * np.pi]]))
+    np.testing.assert_allclose(turned, [[np.degrees(1.0), 90 - np.degrees(0.3)]])
 
     first = sample_indices(100, 10, seed=0, position=1)
     assert first == sample_indices(100, 10, seed=0, position=1) and len(set(first)) == 10 and first == sorted(first)
@@ -95,12 +96,39 @@ def test_spherical_coordinates_and_sampling():
     assert sample_indices(5, 10, seed=0, position=0) == [0, 1, 2, 3, 4] == sample_indices(5, None, 0, 0)
 
 
-def test_analyze_writes_reloadable_files_whose_scores_separate_the_dark_domain(trained):
+def test_lonlat_follows_the_geometry_umap_optimises():
+    """Great-circle angles between the plotted points are the distances UMAP's spherical gradient uses."""
+    from umap.distances import haversine_grad
+
+    rng = np.random.default_rng(2)
+    coords = rng.uniform(-7, 7, size=(30, 2))
+    lonlat = np.radians(spherical_to_lonlat(coords))
+    xyz = np.stack([np.cos(lonlat[:, 1]) * np.cos(lonlat[:, 0]), np.cos(lonlat[:, 1]) * np.sin(lonlat[:, 0]),
+                    np.sin(lonlat[:, 1])], axis=1)
+    angles = np.arccos(np.clip(xyz @ xyz.T, -1, 1))
+    expected = [[haversine_grad(a, b)[0] for b in coords] for a in coords]
+    np.testing.assert_allclose(angles, expected, atol=1e-5)
+
+
+def test_spherical_umap_keeps_clusters_together():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 16))
+    features = np.concatenate([c + 0.3 * rng.normal(size=(25, 16)) for c in centres])
+    labels = np.repeat(np.arange(3), 25)
+    lonlat = np.radians(project_to_sphere(features, seed=0, options={'n_neighbors': 8}))
+    assert lonlat.shape == (75, 2)
+    xyz = np.stack([np.cos(lonlat[:, 1]) * np.cos(lonlat[:, 0]), np.cos(lonlat[:, 1]) * np.sin(lonlat[:, 0]),
+                    np.sin(lonlat[:, 1])], axis=1)
+    angles = np.arccos(np.clip(xyz @ xyz.T, -1, 1))
+    same = labels[:, None] == labels[None, :]
+    assert angles[same].mean() < 0.6 * angles[~same].mean()
+
+
+def test_analyze_writes_reloadable_files_whose_scores_separate_the_dark_domain(trained, capsys):
     root, yml, checkpoint = trained
     out = root / 'out'
-    result = run_command([sys.executable, '-m', 'rainmer.tools.analyze', '-opt', yml, '--out', str(out)], cwd=str(root))
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    assert 'Relationship scores, chromatic space' in result.stdout
+    assert analyze.main(['-opt', yml, '--out', str(out)]) == 0
+    assert 'Relationship scores, chromatic space' in capsys.readouterr().out
 
     embeddings = read_embeddings(str(out / 'embeddings.npz'))
     assert embeddings.datasets == ['bright', 'dark'] and embeddings.counts() == [SAMPLES, SAMPLES]

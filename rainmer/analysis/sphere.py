@@ -10,13 +10,15 @@ UMAP_DEFAULTS = {'n_neighbors': 15, 'min_dist': 0.1, 'metric': 'cosine'}
 
 
 def spherical_to_lonlat(embedding: np.ndarray) -> np.ndarray:
-    """UMAP haversine coordinates [N, 2] (latitude, longitude in radians, unbounded) -> [N, 2] degrees.
+    """UMAP haversine coordinates [N, 2] (radians, unbounded) -> [N, 2] (longitude, latitude) in degrees.
 
-    The coordinates are mapped to the point on the sphere they denote, so the result lies in
+    UMAP's spherical optimisation (its haversine gradient) treats the first coordinate as the polar angle
+    theta from the north pole and the second as the azimuth phi: the point is
+    ``(sin theta cos phi, sin theta sin phi, cos theta)``. Going through that point puts the result in
     longitude [-180, 180] and latitude [-90, 90] however far the optimiser wandered.
     """
-    lat, lon = embedding[:, 0], embedding[:, 1]
-    xyz = np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=1)
+    theta, phi = embedding[:, 0], embedding[:, 1]
+    xyz = np.stack([np.sin(theta) * np.cos(phi), np.sin(theta) * np.sin(phi), np.cos(theta)], axis=1)
     longitude = np.degrees(np.arctan2(xyz[:, 1], xyz[:, 0]))
     latitude = np.degrees(np.arcsin(np.clip(xyz[:, 2], -1.0, 1.0)))
     return np.stack([longitude, latitude], axis=1)
