@@ -47,7 +47,7 @@ def analyse_embeddings(embeddings: Embeddings, out_dir: str, *, umap: bool = Tru
         outputs.write_relationship_csv(written[f'{space}_relationship_csv'], matrix, embeddings.datasets)
         written[f'{space}_relationship_png'] = osp.join(out_dir, f'{space}_relationship.png')
         plot_relationship_heatmap(written[f'{space}_relationship_png'], matrix, embeddings.datasets,
-                                  f'Dataset relationships, {outputs.space_title(space)} space')
+                                  f'Relationship scores\n{outputs.space_title(space)} space')
         table = outputs.format_matrix(matrix, embeddings.datasets)
         log(f'Relationship scores, {outputs.space_title(space)} space:\n{table}')
     written['relationship_json'] = osp.join(out_dir, outputs.RELATIONSHIP_JSON)

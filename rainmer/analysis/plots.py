@@ -36,22 +36,39 @@ def plot_sphere_scatter(path: str, lonlat: np.ndarray, labels: np.ndarray, datas
     fig.savefig(path)
 
 
+def colour_scale(matrix: np.ndarray) -> tuple[str, float, float]:
+    """(colormap, vmin, vmax): centred on 0 (blue conflict, red cooperation) when the scores change sign,
+    otherwise a one-hue scale over their range so that small differences between positive scores show."""
+    finite = matrix[np.isfinite(matrix)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (-1.0, 1.0)
+    if low < 0 < high:
+        limit = max(-low, high)
+        return 'coolwarm', -limit, limit
+    if high - low < 1e-6:
+        low, high = low - 0.5e-6, high + 0.5e-6
+    return ('Reds', low, high) if low >= 0 else ('Blues_r', low, high)
+
+
 def plot_relationship_heatmap(path: str, matrix: np.ndarray, datasets: Sequence[str], title: str) -> None:
-    """The relationship matrix as an annotated heatmap (diverging colours centred on 0)."""
+    """The relationship matrix as an annotated heatmap (colours: :func:`colour_scale`)."""
     size = len(datasets)
-    fig = _figure((1.2 + 0.75 * size, 0.9 + 0.65 * size))
+    fig = _figure((max(4.0, 1.6 + 0.75 * size), max(3.2, 1.2 + 0.65 * size)))
     ax = fig.add_subplot()
-    finite = np.abs(matrix[np.isfinite(matrix)])
-    limit = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
-    image = ax.imshow(matrix, cmap='coolwarm', vmin=-limit, vmax=limit)
+    cmap, vmin, vmax = colour_scale(matrix)
+    image = ax.imshow(matrix, cmap=cmap, vmin=vmin, vmax=vmax)
     ax.set_xticks(range(size), labels=datasets, rotation=45, ha='right', fontsize='small')
     ax.set_yticks(range(size), labels=datasets, fontsize='small')
     for i in range(size):
         for j in range(size):
             value = matrix[i, j]
-            text = 'n/a' if not np.isfinite(value) else f'{value:.2f}'
-            dark = np.isfinite(value) and abs(value) > 0.6 * limit
-            ax.text(j, i, text, ha='center', va='center', fontsize='x-small', color='white' if dark else 'black')
+            if not np.isfinite(value):
+                ax.text(j, i, 'n/a', ha='center', va='center', fontsize='x-small')
+                continue
+            strength = abs(value) / max(abs(vmin), abs(vmax)) if cmap == 'coolwarm' else (value - vmin) / (vmax - vmin)
+            if cmap == 'Blues_r':
+                strength = 1 - strength
+            ax.text(j, i, f'{value:.2f}', ha='center', va='center', fontsize='x-small',
+                    color='white' if strength > 0.6 else 'black')
     ax.set_title(title, fontsize='medium')
     fig.colorbar(image, ax=ax, shrink=0.8)
     fig.savefig(path)
