@@ -12,7 +12,7 @@ import torch
 import yaml
 from data_fixtures import clean_image, rainy_image, write
 from rainmer_fixtures import TINY_RAINMER, tiny_rainmer_options
-from toolbox_fixtures import run_command, write_yaml
+from toolbox_fixtures import REPO_ROOT, run_command, write_yaml
 
 from rainmer.analysis import read_embeddings, read_relationship_csv, relationship_matrix, sample_indices
 from rainmer.analysis.sphere import project_to_sphere, spherical_to_lonlat
@@ -168,18 +168,39 @@ def test_analyze_writes_reloadable_files_whose_scores_separate_the_dark_domain(t
     assert chromatic[0, 1] < min(chromatic[0, 0], chromatic[1, 1])
 
 
-def test_sampling_is_seeded_and_umap_optional(trained, tmp_path, capsys):
-    root, yml, _ = trained
-    paths = {}
-    for name, seed in (('a', 3), ('b', 3), ('c', 4)):
-        code = analyze.main(['-opt', yml, '--out', str(tmp_path / name), '--no-umap', '--quiet', '--num-samples', '3',
-                             '--seed', str(seed)])
-        assert code == 0
-        paths[name] = read_embeddings(str(tmp_path / name / 'embeddings.npz')).paths
+def test_sampling_is_seeded_umap_optional_and_the_network_can_come_from_the_training_options(trained, tmp_path,
+                                                                                                 capsys):
+    root, yml, checkpoint = trained
+    datasets_only = {key: value for key, value in yaml.safe_load(open(yml)).items() if key not in ('network_g', 'path')}
+    datasets_yml = write_yaml(str(tmp_path / 'datasets.yml'), datasets_only)
+    runs = {'a': ['-opt', yml, '--seed', '3'],
+            'b': ['-opt', datasets_yml, '--network-opt', str(root / 'train.yml'), '--checkpoint', str(checkpoint),
+                  '--seed', '3'],
+            'c': ['-opt', yml, '--seed', '4']}
+    embeddings = {}
+    for name, args in runs.items():
+        assert analyze.main([*args, '--out', str(tmp_path / name), '--no-umap', '--quiet', '--num-samples', '3']) == 0
+        embeddings[name] = read_embeddings(str(tmp_path / name / 'embeddings.npz'))
         assert not (tmp_path / name / 'chromatic_umap.png').exists()
         assert (tmp_path / name / 'degradation_relationship.png').exists()
-    assert len(paths['a']) == 6 and paths['a'] == paths['b'] != paths['c']
+    assert len(embeddings['a'].paths) == 6 and embeddings['a'].paths == embeddings['b'].paths != embeddings['c'].paths
+    np.testing.assert_array_equal(embeddings['a'].spaces['chromatic'], embeddings['b'].spaces['chromatic'])
     assert 'bright: 3 of 8 images' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('name', ['rainmer_mixed_analysis.yml', 'rainmer_allweather_analysis.yml'])
+def test_example_option_files_are_complete(name):
+    from basicsr.archs import build_network
+
+    from rainmer.analysis.settings import analysis_settings
+    from rainmer.options import load_yaml
+
+    opt = load_yaml(osp.join(REPO_ROOT, 'options', 'analyze', name))
+    settings = analysis_settings(opt['analysis'])
+    assert settings.num_samples == 500 and settings.spaces == ['chromatic', 'degradation']
+    network = build_network(dict(opt['network_g']))
+    assert callable(network.encode) and network.prompt_size == 128
+    assert opt['path']['pretrain_network_g'] and all('type' in entry for entry in opt['datasets'].values())
 
 
 def colour_statistics(network: torch.nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
