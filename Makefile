@@ -11,7 +11,7 @@ $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch and torchvision from the same index in one call: a matching pair (the CUDA build also runs on CPU)
 	$(PY) -m pip install torch torchvision
-	$(PY) -m pip install -e '.[dev]'
+	$(PY) -m pip install -e '.[dev,analysis]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -9,7 +9,9 @@ from collections.abc import Callable
 RAINMER_TOOLS = {
     'data': ('rainmer.data.cli', 'prepare, inspect, balance and synthesise deraining datasets'),
     'convert': ('rainmer.tools.convert_checkpoint', 'convert a checkpoint of the public Rainmer code'),
-    'demo': ('rainmer.demo', 'train and test on data generated on the spot (the README\'s `make demo`)'),
+    'analyze': ('rainmer.tools.analyze', 'multi-view representation analysis: embeddings, UMAP on the sphere, '
+                'dataset relationships'),
+    'demo': ('rainmer.demo', 'Rainmer derains photographs: synthetic rain, training, test, report (make demo)'),
 }
 
 
