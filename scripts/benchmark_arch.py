@@ -7,8 +7,9 @@ measured step alone:
   just before the first step (network, optimiser and inputs already built): the extra memory the step needs.
 * CUDA: ``torch.cuda.max_memory_allocated`` minus the memory allocated before the step.
 
-Latency is the fastest of ``--repeat`` runs after one warm-up run (the memory run): on a shared
-machine the minimum is the figure least disturbed by other load. FLOPs come from
+Latency is the fastest of ``--repeat`` runs after a warm-up run: on a shared machine the minimum is the
+figure least disturbed by other load. For the networks with TKSA, the fast and the plain-loop evaluation
+(same weights) are timed alternately in one process, so that both see the same load. FLOPs come from
 ``torch.utils.flop_counter.FlopCounterMode`` (matmuls and convolutions; a multiply-add counts as 2 FLOPs),
 with a grouped-aware formula for convolution backward (see :func:`conv_backward_flops`).
 'inference' is a forward pass under ``torch.no_grad``; 'train' is one optimisation step (forward, loss,
@@ -23,6 +24,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 
 import rainmer  # noqa: F401  (its compat shim must load before basicsr)
 
@@ -119,22 +122,34 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def measure(arch: str, fast_tksa: bool, mode: str, args: argparse.Namespace) -> dict:
-    """Run in a fresh process: peak memory of the first step, then latency and FLOPs."""
+def _setup(arch: str, fast_tksa: bool, mode: str, args: argparse.Namespace,
+           weights_from: nn.Module | None = None) -> tuple[nn.Module, Callable[[], None]]:
+    """The network and a closure running one inference or training step on a fixed batch."""
     torch.manual_seed(0)
     device = torch.device(args.device)
     network = build(arch, fast_tksa).to(device)
+    if weights_from is not None:
+        network.load_state_dict(weights_from.state_dict())
     network.train(mode == 'train')
     data = make_batch(arch, args.batch, args.size, device)
     if mode == 'train':
         optimizer = torch.optim.AdamW([p for p in network.parameters() if p.requires_grad], lr=1e-4)
+        return network, partial(train_step, network, data, optimizer)
+    return network, partial(inference_step, network, data)
 
-        def step() -> None:
-            train_step(network, data, optimizer)
-    else:
-        def step() -> None:
-            inference_step(network, data)
 
+def _timed(step: Callable[[], None], device: torch.device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    step()
+    _sync(device)
+    return 1000 * (time.perf_counter() - start)
+
+
+def measure(arch: str, fast_tksa: bool, mode: str, args: argparse.Namespace, timed: bool = True) -> dict:
+    """Run in a fresh process: peak memory of the first step, then (if ``timed``) latency, then FLOPs."""
+    device = torch.device(args.device)
+    network, step = _setup(arch, fast_tksa, mode, args)
     _sync(device)
     if device.type == 'cuda':
         base = torch.cuda.memory_allocated()
@@ -142,38 +157,54 @@ def measure(arch: str, fast_tksa: bool, mode: str, args: argparse.Namespace) -> 
         step()
         _sync(device)
         peak_bytes = torch.cuda.max_memory_allocated() - base
-        total_bytes = torch.cuda.max_memory_allocated()
     else:
         base = _rss_kib('VmRSS')
         step()
         peak_bytes = (_rss_kib('VmHWM') - base) * 1024
-        total_bytes = _rss_kib('VmHWM') * 1024
-    times = []
-    for _ in range(args.repeat):
-        _sync(device)
-        start = time.perf_counter()
-        step()
-        _sync(device)
-        times.append(time.perf_counter() - start)
+    latency = min(_timed(step, device) for _ in range(args.repeat)) if timed else None
     counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flops})
     with counter:
         step()
     return {
         'params': sum(p.numel() for p in network.parameters()),
         'trainable': sum(p.numel() for p in network.parameters() if p.requires_grad),
-        'flops': counter.get_total_flops(), 'latency_ms': 1000 * min(times),
-        'peak_mib': peak_bytes / 2**20, 'process_peak_mib': total_bytes / 2**20,
+        'flops': counter.get_total_flops(), 'latency_ms': latency, 'peak_mib': peak_bytes / 2**20,
     }
 
 
-def run_worker(arch: str, fast_tksa: bool, mode: str, args: argparse.Namespace) -> dict:
-    command = [sys.executable, os.path.abspath(__file__), '--worker', f'{arch}:{int(fast_tksa)}:{mode}',
+def measure_pair(arch: str, mode: str, args: argparse.Namespace) -> dict:
+    """Latency of fast and plain TKSA with the same weights, alternating runs in one process.
+
+    Alternating makes both see the same machine load, which keeps their ratio meaningful on a shared machine.
+    """
+    device = torch.device(args.device)
+    fast_network, fast_step = _setup(arch, True, mode, args)
+    _, plain_step = _setup(arch, False, mode, args, weights_from=fast_network)
+    fast_step(), plain_step()  # warm-up
+    fast_times, plain_times = [], []
+    for _ in range(args.repeat):
+        fast_times.append(_timed(fast_step, device))
+        plain_times.append(_timed(plain_step, device))
+    return {'fast': min(fast_times), 'plain': min(plain_times)}
+
+
+def run_worker(spec: str, args: argparse.Namespace) -> dict:
+    command = [sys.executable, os.path.abspath(__file__), '--worker', spec,
                '--size', str(args.size), '--threads', str(args.threads), '--batch', str(args.batch),
                '--repeat', str(args.repeat), '--device', args.device]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise RuntimeError(f'{arch} {mode} failed:\n{result.stderr[-3000:]}')
+        raise RuntimeError(f'{spec} failed:\n{result.stderr[-3000:]}')
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def run_worker_spec(spec: str, args: argparse.Namespace) -> dict:
+    """Inside a worker: 'pair:<arch>:<mode>' or '<arch>:<fast 0/1>:<mode>:<timed 0/1>'."""
+    parts = spec.split(':')
+    if parts[0] == 'pair':
+        return measure_pair(parts[1], parts[2], args)
+    arch, fast, mode, timed = parts
+    return measure(arch, bool(int(fast)), mode, args, timed=bool(int(timed)))
 
 
 def _fmt_count(value: float, scale: float, digits: int = 2) -> str:
@@ -226,15 +257,22 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.worker:
-        arch, fast, mode = args.worker.split(':')
-        print(json.dumps(measure(arch, bool(int(fast)), mode, args)))
+        print(json.dumps(run_worker_spec(args.worker, args)))
         return 0
     results = {}
+    modes = ('inference', 'train')
     for arch in args.archs:
-        variants = (True, False) if arch in TKSA_ARCHS and not args.no_plain else (True,)
-        for fast in variants:
-            results[(arch, fast)] = {mode: run_worker(arch, fast, mode, args) for mode in ('inference', 'train')}
-            print(f'measured {arch} ({"fast" if fast else "plain"} TKSA)', file=sys.stderr, flush=True)
+        if arch in TKSA_ARCHS and not args.no_plain:
+            # memory and FLOPs of each variant alone, latency of both in one alternating run
+            for fast in (True, False):
+                results[(arch, fast)] = {mode: run_worker(f'{arch}:{int(fast)}:{mode}:0', args) for mode in modes}
+            for mode in modes:
+                pair = run_worker(f'pair:{arch}:{mode}', args)
+                results[(arch, True)][mode]['latency_ms'] = pair['fast']
+                results[(arch, False)][mode]['latency_ms'] = pair['plain']
+        else:
+            results[(arch, True)] = {mode: run_worker(f'{arch}:1:{mode}:1', args) for mode in modes}
+        print(f'measured {arch}', file=sys.stderr, flush=True)
     print_tables(results, args)
     return 0
 
