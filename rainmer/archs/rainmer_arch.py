@@ -9,7 +9,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor
 
 from rainmer.archs.modules.backbone import SparseTransformerBackbone, pad_to_multiple
-from rainmer.archs.modules.contrastive import contrastive_logits
+from rainmer.archs.modules.contrastive import contrastive_logits, merge_logits
 from rainmer.archs.modules.encoder import PROMPT_VIEWS, VIEW_PROJECTOR, VIEWS, RepresentationEncoder
 from rainmer.archs.modules.fusion import LocalKnowledgeFusion
 from rainmer.archs.modules.tksa import DEFAULT_SPARSE_RATES
@@ -198,9 +198,7 @@ class Rainmer(SparseTransformerBackbone):
         logits = {view: contrastive_logits(query_reps[view], *key_reps[view], temperature=self.temperature)
                   for view in self.views}
         if 'degradation' in logits and 'detail' in logits:
-            degradation, detail = logits['degradation'], logits['detail']
-            logits[JOINT_VIEW] = torch.cat(
-                [degradation[:, :1] + detail[:, :1], degradation[:, 1:], detail[:, 1:]], dim=1)
+            logits[JOINT_VIEW] = merge_logits(logits['degradation'], logits['detail'])
 
         restored = self.restore(padded, self._prompts(query_reps), self._fusion(location))[..., :h, :w]
         return restored, logits

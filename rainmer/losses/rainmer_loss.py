@@ -5,12 +5,13 @@ Total loss of the paper: ``Charbonnier(eps=1e-3) + 0.1 * (1 - SSIM) + 0.1 * (L_c
 The Charbonnier term needs no new class: BasicSR's ``CharbonnierLoss`` computes ``sqrt(d^2 + eps)``, so the
 paper's ``sqrt(d^2 + 1e-3^2)`` is ``{type: CharbonnierLoss, eps: !!float 1e-6}``.
 """
-import math
 
 import torch
 import torch.nn.functional as F
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import Tensor, nn
+
+from rainmer.archs.modules.contrastive import contrastive_logits, merge_logits  # noqa: F401  (the logits' home)
 
 _REDUCTIONS = ('none', 'mean', 'sum')
 
@@ -81,27 +82,6 @@ class SSIMLoss(nn.Module):
     def forward(self, pred: Tensor, target: Tensor, **kwargs) -> Tensor:
         ssim_per_image = ssim_map(pred, target, self.window_size, self.sigma, self.data_range).mean(dim=(1, 2, 3))
         return self.loss_weight * _reduce(1 - ssim_per_image, self.reduction)
-
-
-def contrastive_logits(query: Tensor, key: Tensor, negatives: Tensor, temperature: float = 1.0) -> Tensor:
-    """Logits [B, 1+N] of one view from projections (DESIGN.md section 4).
-
-    ``query`` and ``key`` are [B, C] vectors or [B, C, h, w] maps; ``negatives`` is [B, N, C(, h, w)].
-    Each projection is L2-normalised over channels (per location), then ``logit = <q, x> / (h * w) / temperature``,
-    i.e. the mean cosine similarity over locations.
-    """
-    query = F.normalize(query, dim=1)
-    key = F.normalize(key, dim=1)
-    negatives = F.normalize(negatives, dim=2)
-    locations = math.prod(query.shape[2:])
-    positive = (query * key).flatten(1).sum(dim=1, keepdim=True)
-    negative = (query.unsqueeze(1) * negatives).flatten(2).sum(dim=2)
-    return torch.cat([positive, negative], dim=1) / (locations * temperature)
-
-
-def merge_logits(first: Tensor, second: Tensor) -> Tensor:
-    """Join two views into one softmax: ``[pos_1 + pos_2, negs_1, negs_2]`` (degradation and detail, DESIGN.md 4)."""
-    return torch.cat([first[:, :1] + second[:, :1], first[:, 1:], second[:, 1:]], dim=1)
 
 
 @LOSS_REGISTRY.register()

@@ -13,7 +13,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from rainmer.losses.rainmer_loss import merge_logits
+from rainmer.archs.modules.contrastive import merge_logits
 from rainmer.models.multiview import NegativeArchive, build_multiview_batch
 from rainmer.models.tiling import tiled_forward
 

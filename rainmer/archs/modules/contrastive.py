@@ -23,3 +23,8 @@ def contrastive_logits(query: Tensor, key: Tensor, negatives: Tensor, temperatur
     positive = (q * k).sum(dim=-1, keepdim=True)
     negative = torch.einsum('bd,bnd->bn', q, n)
     return torch.cat([positive, negative], dim=1) / (positions * temperature)
+
+
+def merge_logits(first: Tensor, second: Tensor) -> Tensor:
+    """Join two views into one softmax: ``[pos_1 + pos_2, negs_1, negs_2]`` (degradation and detail, DESIGN.md 4)."""
+    return torch.cat([first[:, :1] + second[:, :1], first[:, 1:], second[:, 1:]], dim=1)
