@@ -11,6 +11,8 @@ RAINMER_TOOLS = {
     'convert': ('rainmer.tools.convert_checkpoint', 'convert a checkpoint of the public Rainmer code'),
     'analyze': ('rainmer.tools.analyze', 'multi-view representation analysis: embeddings, UMAP on the sphere, '
                 'dataset relationships'),
+    'compare': ('rainmer.tools.compare', 'every model on every test set: one table (PSNR/SSIM, params, FLOPs, '
+                'latency) and a bar chart'),
     'demo': ('rainmer.demo', 'Rainmer derains photographs: synthetic rain, training, test, report (make demo)'),
 }
 
