@@ -12,6 +12,7 @@ from rainmer.archs.modules.backbone import SparseTransformerBackbone, pad_to_mul
 from rainmer.archs.modules.contrastive import contrastive_logits, merge_logits
 from rainmer.archs.modules.encoder import PROMPT_VIEWS, VIEW_PROJECTOR, VIEWS, RepresentationEncoder
 from rainmer.archs.modules.fusion import LocalKnowledgeFusion
+from rainmer.archs.modules.moe import ExpertStage
 from rainmer.archs.modules.tksa import DEFAULT_SPARSE_RATES
 
 JOINT_VIEW = 'degradation_detail'
@@ -49,6 +50,10 @@ class Rainmer(SparseTransformerBackbone):
         chained_topk: Reproduce the public Rainmer code's TKSA (each rate selects its top-k from the previous
             rate's probabilities); needed for checkpoints trained with that code. Default: independent masks.
         fast_tksa: One matmul with v per TKSA (False: the plain loop over rates; same weights, same outputs).
+        fused_experts: Evaluate the MoE/MEFC experts with their last pointwise convs folded into the stage's
+            output conv (False: one module per expert, as the public code; same weights, same outputs).
+        channels_last: Run on channels_last tensors (depthwise convs are several times faster on CPU this way);
+            the output has the input's values, in channels_last memory layout.
     """
 
     def __init__(self, inp_channels: int = 3, out_channels: int = 3, dim: int = 48, base_dim: int = 128,
@@ -57,7 +62,8 @@ class Rainmer(SparseTransformerBackbone):
                  LayerNorm_type: str = 'WithBias',  # noqa: N803 (public option name)
                  sparse_rates: Sequence = DEFAULT_SPARSE_RATES, views: Sequence[str] = VIEWS,
                  local_fusion: bool = True, momentum: float = 0.999, prompt_size: int = 128,
-                 temperature: float = 1.0, chained_topk: bool = False, fast_tksa: bool = True) -> None:
+                 temperature: float = 1.0, chained_topk: bool = False, fast_tksa: bool = True,
+                 fused_experts: bool = True, channels_last: bool = True) -> None:
         views = _canonical_views(views)
         prompt_views = tuple(view for view in PROMPT_VIEWS if view in views)
         attention = dict(sparse_rates=tuple(sparse_rates), scalar_rate_weights=False, chained_topk=chained_topk,
@@ -80,6 +86,19 @@ class Rainmer(SparseTransformerBackbone):
         else:
             self.key_encoder = None
         self.local_fusion = LocalKnowledgeFusion(dim) if local_fusion else None
+        self.channels_last = channels_last
+        self.set_fused_experts(fused_experts)
+
+    def set_fused_experts(self, fused: bool) -> None:
+        """Switch every MoE/MEFC stage (backbone, query and key encoders) between fused and per-expert evaluation."""
+        for module in self.modules():
+            if isinstance(module, ExpertStage):
+                module.fused = fused
+
+    def _layout(self, x: Tensor | None) -> Tensor | None:
+        if x is None or not self.channels_last:
+            return x
+        return x.contiguous(memory_format=torch.channels_last)
 
     # ------------------------------------------------------------------ encoder
     @torch.no_grad()
@@ -125,8 +144,9 @@ class Rainmer(SparseTransformerBackbone):
         """Restore x [B, C, H, W]; with ``keys``/``negatives`` given, run :meth:`forward_train` instead."""
         if keys is not None or negatives is not None:
             return self.forward_train(x, lq_resize, keys, negatives)
+        x, lq_resize = self._layout(x), self._layout(lq_resize)
         h, w = x.shape[-2:]
-        padded = pad_to_multiple(x)
+        padded = self._layout(pad_to_multiple(x))
         prompts = None
         if self.prompt_views:
             query_feat = self.query_encoder.features(self.resize_query(x if lq_resize is None else lq_resize))
@@ -145,7 +165,7 @@ class Rainmer(SparseTransformerBackbone):
         for view in self.views:
             images.append(negatives[view].flatten(0, 1))
             sizes.append(images[-1].shape[0])
-        feats = self.key_encoder.features(torch.cat(images, dim=0)).split(sizes, dim=0)
+        feats = self.key_encoder.features(self._layout(torch.cat(images, dim=0))).split(sizes, dim=0)
         num_views = len(self.views)
         out = {}
         for index, view in enumerate(self.views):
@@ -182,12 +202,14 @@ class Rainmer(SparseTransformerBackbone):
         if missing:
             raise KeyError(f'Missing keys/negatives for views {missing}.')
         self.momentum_update()
+        lq_resize = self._layout(lq_resize)
 
         batch = lq.shape[0]
         h, w = lq.shape[-2:]
-        padded = pad_to_multiple(lq)
+        padded = self._layout(pad_to_multiple(lq))
         if self.local_fusion is not None and padded.shape[-2:] == lq_resize.shape[-2:]:
-            query_feat, location = self.query_encoder.features(torch.cat([lq_resize, padded])).split(batch)
+            both = self._layout(torch.cat([lq_resize, padded]))
+            query_feat, location = self.query_encoder.features(both).split(batch)
         else:
             query_feat = self.query_encoder.features(lq_resize)
             location = self.query_encoder.features(padded) if self.local_fusion is not None else None

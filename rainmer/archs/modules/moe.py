@@ -2,8 +2,17 @@
 
 The module tree mirrors the public state-dict keys (``layers.0.ca_fc.*``, ``layers.1.preprocess.op.0``,
 ``layers.1._ops.<stage>._ops.<expert>.op.<i>``, ``layers.1._ops.<stage>._out.0``), so checkpoints of
-DRSformer and Rainmer load unchanged. Every expert is a small conv stack with its own parameters; a
-fused (grouped-conv) evaluation can be built from these same parameters without renaming them.
+DRSformer and Rainmer load unchanged. Every expert is a small conv stack with its own parameters.
+
+The fused evaluation (``fused=True``, the default) gives the same output from those same parameters (so state-dict
+keys and gradients are the per-expert ones) with fewer full-resolution passes:
+
+* every expert's last pointwise conv is linear and followed by its softmax weight and the stage's ``_out`` 1x1
+  conv, so it is folded into ``_out``: the stage output is ``sum_e w_e (W_out[:, e] @ P_e) z_e``, accumulated
+  by batched matmuls (per-image weights; no concatenation of the 8 expert outputs, no scaling pass);
+* the 1x1 depthwise convs of ``sep_conv_1x1`` are per-channel scales, folded into the neighbouring matrices;
+* depthwise convs keep their own kernel sizes: on CPU their cost grows with the taps, so zero-padding them into one
+  grouped conv was slower than separate calls (see docs/speed.md); they are fastest on channels_last inputs.
 """
 import torch
 import torch.nn.functional as F
@@ -12,6 +21,31 @@ from torch import Tensor, nn
 EXPERTS = ('sep_conv_1x1', 'sep_conv_3x3', 'sep_conv_5x5', 'sep_conv_7x7',
            'dil_conv_3x3', 'dil_conv_5x5', 'dil_conv_7x7', 'avg_pool_3x3')
 NUM_STAGES = 4
+
+
+def _is_channels_last(x: Tensor) -> bool:
+    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def pointwise(x: Tensor, weight: Tensor, accumulate: Tensor | None = None) -> Tensor:
+    """1x1 conv of x [B, I, H, W] with weight [O, I] or per image [B, O, I], as one matmul on either memory layout
+    (channels_last stays channels_last); with ``accumulate`` (a previous result), added to it in place."""
+    b, _, h, w = x.shape
+    weight = weight.expand(b, -1, -1) if weight.dim() == 2 else weight
+    if accumulate is not None and _is_channels_last(accumulate) != _is_channels_last(x):
+        return accumulate.add_(pointwise(x, weight))
+    if not _is_channels_last(x):
+        cols = x.reshape(b, x.shape[1], h * w)
+        if accumulate is not None:
+            acc = accumulate.view(b, -1, h * w)
+            return acc.baddbmm_(weight.to(acc.dtype), cols.to(acc.dtype)).view(b, -1, h, w)
+        return torch.bmm(weight, cols).view(b, -1, h, w)
+    rows = x.permute(0, 2, 3, 1).reshape(b, h * w, x.shape[1])  # a view for channels_last
+    if accumulate is not None:
+        acc = accumulate.permute(0, 2, 3, 1).view(b, h * w, -1)
+        acc = acc.baddbmm_(rows.to(acc.dtype), weight.transpose(1, 2).to(acc.dtype))
+        return acc.view(b, h, w, -1).permute(0, 3, 1, 2)
+    return torch.bmm(rows, weight.transpose(1, 2)).view(b, h, w, -1).permute(0, 3, 1, 2)
 
 
 class SeparableConvExpert(nn.Module):
@@ -104,10 +138,47 @@ class ExpertStage(nn.Module):
         self._ops = nn.ModuleList(build_expert(name, channels) for name in EXPERTS)
         self._out = nn.Sequential(nn.Conv2d(channels * len(EXPERTS), channels, 1, bias=False), nn.ReLU())
 
+        self.fused = True
+
     def forward(self, x: Tensor, weights: Tensor) -> Tensor:
         """weights: [B, E] (softmax over experts)."""
+        if self.fused:
+            return self.forward_fused(x, weights)
         scaled = [expert(x) * weights[:, index, None, None, None] for index, expert in enumerate(self._ops)]
         return self._out(torch.cat(scaled, dim=1))
+
+    def forward_fused(self, x: Tensor, weights: Tensor) -> Tensor:
+        """Same as the plain forward with the last pointwise convs folded into ``_out`` (see the module docs)."""
+        channels = x.shape[1]
+        out_weight = self._out[0].weight.flatten(1)  # [C, E*C]
+        out = None
+        for index, expert in enumerate(self._ops):
+            mix = out_weight[:, index * channels:(index + 1) * channels]
+            if isinstance(expert, SeparableConvExpert):
+                dw1, pw1, _, dw2, pw2 = expert.op
+                first, second = pw1.weight.flatten(1), pw2.weight.flatten(1)
+                feat = _depthwise_or_scale(x, dw1)
+                if dw1.kernel_size[0] == 1:
+                    first = first * dw1.weight.flatten()[None, :]
+                feat = F.relu(pointwise(feat, first.to(feat.dtype)))
+                mix = mix @ second
+                if dw2.kernel_size[0] == 1:
+                    mix = mix * dw2.weight.flatten()[None, :]
+                else:
+                    feat = dw2(feat)
+            elif isinstance(expert, DilatedConvExpert):
+                feat = expert.op[0](x)
+                mix = mix @ expert.op[1].weight.flatten(1)
+            else:
+                feat = expert(x)
+            scaled = (weights[:, index, None, None] * mix).to(feat.dtype)  # [B, C, C]
+            out = pointwise(feat, scaled, accumulate=out)
+        return F.relu(out)
+
+
+def _depthwise_or_scale(x: Tensor, conv: nn.Conv2d) -> Tensor:
+    """A depthwise conv, or nothing for a 1x1 one (its per-channel scale is folded by the caller)."""
+    return x if conv.kernel_size[0] == 1 else conv(x)
 
 
 class ExpertStages(nn.Module):

@@ -1,0 +1,109 @@
+"""Every fast path equals its plain counterpart (same weights): forward and backward, small sizes."""
+import rainmer  # noqa: F401  (its compat shim must load before basicsr)
+
+# isort: split
+import pytest
+import torch
+
+from rainmer.archs.modules.moe import MixtureOfExperts, pointwise
+from rainmer.archs.rainmer_arch import Rainmer
+
+TINY = dict(dim=8, base_dim=16, num_blocks=[1, 1, 1, 1], heads=[1, 1, 2, 2], prompt_size=16, chained_topk=True)
+
+
+def _forward_backward(module, inputs, **kwargs):
+    """Output, input gradients and parameter gradients for a fixed random projection of the output."""
+    module.zero_grad(set_to_none=True)
+    leaves = [t.detach().clone().requires_grad_(True) for t in inputs]
+    out = module(*leaves, **kwargs)
+    out = out[0] if isinstance(out, tuple) else out
+    probe = torch.linspace(-1, 1, out.numel()).view(out.shape)
+    (out * probe).sum().backward()
+    grads = {name: p.grad.clone() for name, p in module.named_parameters() if p.grad is not None}
+    return out.detach(), [t.grad for t in leaves], grads
+
+
+def _assert_same(plain, fast, atol=1e-5, rtol=1e-4):
+    torch.testing.assert_close(fast[0], plain[0], atol=atol, rtol=rtol)
+    for a, b in zip(plain[1], fast[1]):
+        torch.testing.assert_close(b, a, atol=atol, rtol=rtol)
+    assert plain[2].keys() == fast[2].keys()
+    for name in plain[2]:
+        torch.testing.assert_close(fast[2][name], plain[2][name], atol=atol, rtol=rtol, msg=name)
+
+
+def _set_fused(moe: MixtureOfExperts, fused: bool) -> None:
+    for stage in moe.layers[1]._ops:
+        stage.fused = fused
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_fused_experts_equal_plain_experts(channels_last):
+    torch.manual_seed(0)
+    moe = MixtureOfExperts(6)
+    x = torch.randn(3, 6, 12, 10)  # batch > 1: per-image expert weights
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    _set_fused(moe, False)
+    plain = _forward_backward(moe, [x])
+    _set_fused(moe, True)
+    fast = _forward_backward(moe, [x])
+    _assert_same(plain, fast)
+    if channels_last:
+        assert moe(x).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_pointwise_matches_conv_on_both_layouts():
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 4, 3)
+    weight = torch.randn(7, 5)
+    expected = torch.nn.functional.conv2d(x, weight[:, :, None, None])
+    for inp in (x, x.contiguous(memory_format=torch.channels_last)):
+        torch.testing.assert_close(pointwise(inp, weight), expected)
+        torch.testing.assert_close(pointwise(inp, weight, accumulate=expected.clone()), 2 * expected)
+
+
+def _tiny_pair(**fast_switches):
+    torch.manual_seed(0)
+    plain = Rainmer(**TINY, fast_tksa=False, fused_experts=False, channels_last=False)
+    fast = Rainmer(**TINY, **fast_switches)
+    fast.load_state_dict(plain.state_dict())
+    return plain, fast
+
+
+def test_state_dict_keys_do_not_depend_on_the_switches():
+    plain, fast = _tiny_pair()
+    assert list(plain.state_dict()) == list(fast.state_dict())
+
+
+@pytest.mark.parametrize('size', [(16, 16), (20, 13)])  # 20x13: padded to a multiple of 8, cropped back
+def test_fast_rainmer_equals_plain_rainmer_inference(size):
+    plain, fast = _tiny_pair()
+    x = torch.rand(2, 3, *size)
+    _assert_same(_forward_backward(plain, [x]), _forward_backward(fast, [x]))
+
+
+def test_fast_rainmer_equals_plain_rainmer_training_forward():
+    plain, fast = _tiny_pair()
+    torch.manual_seed(1)
+    batch, n_neg, side = 2, 3, 16
+    lq, lq_resize = torch.rand(batch, 3, side, side), torch.rand(batch, 3, side, side)
+    keys = {'chromatic': torch.rand(batch, 3, side, side), 'degradation': torch.rand(batch, 3, side, side)}
+    negatives = {v: torch.rand(batch, n_neg, 3, side, side) for v in ('chromatic', 'degradation', 'detail')}
+    outputs = []
+    for net in (plain, fast):
+        restored, logits = net.forward_train(lq, lq_resize, keys, negatives)
+        loss = restored.square().mean() + sum(value.logsumexp(1).mean() for value in logits.values())
+        net.zero_grad(set_to_none=True)
+        loss.backward()
+        grads = {name: p.grad for name, p in net.named_parameters() if p.grad is not None}
+        outputs.append((restored.detach(), logits, grads, dict(net.key_encoder.state_dict())))
+    (restored_p, logits_p, grads_p, key_p), (restored_f, logits_f, grads_f, key_f) = outputs
+    torch.testing.assert_close(restored_f, restored_p, atol=1e-5, rtol=1e-4)
+    for view in logits_p:
+        torch.testing.assert_close(logits_f[view].detach(), logits_p[view].detach(), atol=1e-5, rtol=1e-4)
+    assert grads_p.keys() == grads_f.keys()
+    for name in grads_p:
+        torch.testing.assert_close(grads_f[name], grads_p[name], atol=1e-5, rtol=1e-4, msg=name)
+    for name in key_p:  # the momentum update is layout-independent
+        torch.testing.assert_close(key_f[name], key_p[name])
