@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from rainmer.archs.modules.moe import MixtureOfExperts, pointwise
+from rainmer.archs.modules.transformer import FeedForward
 from rainmer.archs.rainmer_arch import Rainmer
 
 TINY = dict(dim=8, base_dim=16, num_blocks=[1, 1, 1, 1], heads=[1, 1, 2, 2], prompt_size=16, chained_topk=True)
@@ -53,6 +54,20 @@ def test_fused_experts_equal_plain_experts(channels_last):
         assert moe(x).is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize('dim', [6, 10])  # hidden channels 15 (odd) and 26 (even)
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_fast_msfn_equals_plain_msfn(dim, channels_last):
+    torch.manual_seed(0)
+    ffn = FeedForward(dim, 2.66, bias=True)
+    x = torch.randn(2, dim, 9, 7)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    ffn.fast = False
+    plain = _forward_backward(ffn, [x])
+    ffn.fast = True
+    _assert_same(plain, _forward_backward(ffn, [x]))
+
+
 def test_pointwise_matches_conv_on_both_layouts():
     torch.manual_seed(0)
     x = torch.randn(2, 5, 4, 3)
@@ -65,7 +80,7 @@ def test_pointwise_matches_conv_on_both_layouts():
 
 def _tiny_pair(**fast_switches):
     torch.manual_seed(0)
-    plain = Rainmer(**TINY, fast_tksa=False, fused_experts=False, channels_last=False)
+    plain = Rainmer(**TINY, fast_tksa=False, fused_experts=False, fast_ffn=False, channels_last=False)
     fast = Rainmer(**TINY, **fast_switches)
     fast.load_state_dict(plain.state_dict())
     return plain, fast

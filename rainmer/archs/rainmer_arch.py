@@ -13,7 +13,8 @@ from rainmer.archs.modules.contrastive import contrastive_logits, merge_logits
 from rainmer.archs.modules.encoder import PROMPT_VIEWS, VIEW_PROJECTOR, VIEWS, RepresentationEncoder
 from rainmer.archs.modules.fusion import LocalKnowledgeFusion
 from rainmer.archs.modules.moe import ExpertStage
-from rainmer.archs.modules.tksa import DEFAULT_SPARSE_RATES
+from rainmer.archs.modules.tksa import DEFAULT_SPARSE_RATES, TopKSparseAttention
+from rainmer.archs.modules.transformer import FeedForward
 
 JOINT_VIEW = 'degradation_detail'
 
@@ -52,6 +53,8 @@ class Rainmer(SparseTransformerBackbone):
         fast_tksa: One matmul with v per TKSA (False: the plain loop over rates; same weights, same outputs).
         fused_experts: Evaluate the MoE/MEFC experts with their last pointwise convs folded into the stage's
             output conv (False: one module per expert, as the public code; same weights, same outputs).
+        fast_ffn: Evaluate MSFN's 2-inputs-per-group convs as depthwise convs plus a pair sum (False: the plain
+            grouped convs; same weights, same outputs).
         channels_last: Run on channels_last tensors (depthwise convs are several times faster on CPU this way);
             the output has the input's values, in channels_last memory layout.
     """
@@ -63,7 +66,7 @@ class Rainmer(SparseTransformerBackbone):
                  sparse_rates: Sequence = DEFAULT_SPARSE_RATES, views: Sequence[str] = VIEWS,
                  local_fusion: bool = True, momentum: float = 0.999, prompt_size: int = 128,
                  temperature: float = 1.0, chained_topk: bool = False, fast_tksa: bool = True,
-                 fused_experts: bool = True, channels_last: bool = True) -> None:
+                 fused_experts: bool = True, fast_ffn: bool = True, channels_last: bool = True) -> None:
         views = _canonical_views(views)
         prompt_views = tuple(view for view in PROMPT_VIEWS if view in views)
         attention = dict(sparse_rates=tuple(sparse_rates), scalar_rate_weights=False, chained_topk=chained_topk,
@@ -87,13 +90,18 @@ class Rainmer(SparseTransformerBackbone):
             self.key_encoder = None
         self.local_fusion = LocalKnowledgeFusion(dim) if local_fusion else None
         self.channels_last = channels_last
-        self.set_fused_experts(fused_experts)
+        self.set_fast_paths(fused_experts=fused_experts, fast_ffn=fast_ffn)
 
-    def set_fused_experts(self, fused: bool) -> None:
-        """Switch every MoE/MEFC stage (backbone, query and key encoders) between fused and per-expert evaluation."""
+    def set_fast_paths(self, fused_experts: bool | None = None, fast_ffn: bool | None = None,
+                       fast_tksa: bool | None = None) -> None:
+        """Switch the evaluation of every MoE/MEFC stage (backbone and encoders), MSFN and TKSA (None: unchanged)."""
         for module in self.modules():
-            if isinstance(module, ExpertStage):
-                module.fused = fused
+            if isinstance(module, ExpertStage) and fused_experts is not None:
+                module.fused = fused_experts
+            elif isinstance(module, FeedForward) and fast_ffn is not None:
+                module.fast = fast_ffn
+            elif isinstance(module, TopKSparseAttention) and fast_tksa is not None:
+                module.fast = fast_tksa
 
     def _layout(self, x: Tensor | None) -> Tensor | None:
         if x is None or not self.channels_last:
