@@ -1,0 +1,211 @@
+"""Rainmer speed and memory: the reference-equivalent plain implementation vs the fast one, same weights.
+
+* plain: ``chained_topk=True`` (the public code's TKSA), plain-loop TKSA, one module per MoE expert, plain MSFN,
+  NCHW tensors: the public implementation's computation, op for op.
+* fast: the same weights with every fast path on (fused experts, fast MSFN, one-matmul TKSA, channels_last).
+
+For every mode ('inference': a no-grad forward of ``--batch`` images; 'train': one optimisation step of
+``forward_train`` with ``--n-neg`` negatives per view, loss and backward, AdamW) both variants are timed
+alternately in one process (``--repeat`` times after a warm-up) so that they share the machine's load; the table
+gives medians, throughput and the plain/fast ratio. The maximum absolute difference of their outputs is checked.
+Peak memory (``--memory``) is measured in a fresh subprocess per variant and mode: the resident-set high-water mark
+(VmHWM) minus the resident set before the step on CPU, ``max_memory_allocated`` on CUDA. With ``--amp`` on CUDA
+the fast variant is also timed under fp16/bf16 autocast.
+
+Example: ``python scripts/benchmark.py --sizes 128 256 --threads 2 --repeat 3 --memory``.
+"""
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+import rainmer  # noqa: F401  (its compat shim must load before basicsr)
+
+# isort: split
+import torch
+import torch.nn.functional as F
+
+from rainmer.archs.rainmer_arch import Rainmer
+
+PLAIN = dict(fast_tksa=False, fused_experts=False, fast_ffn=False, channels_last=False)
+FAST = dict(fast_tksa=True, fused_experts=True, fast_ffn=True, channels_last=True)
+VIEWS = ('chromatic', 'degradation', 'detail')
+
+
+def build_pair(arch: dict, device: torch.device) -> dict[str, Rainmer]:
+    """Plain and fast Rainmer with the same weights (reference TKSA semantics)."""
+    torch.manual_seed(0)
+    plain = Rainmer(**arch, chained_topk=True, **PLAIN).to(device)
+    fast = Rainmer(**arch, chained_topk=True, **FAST).to(device)
+    fast.load_state_dict(plain.state_dict())
+    return {'plain': plain, 'fast': fast}
+
+
+def make_batch(batch: int, size: int, prompt: int, n_neg: int, device: torch.device) -> dict:
+    gen = torch.Generator().manual_seed(1)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=gen).to(device)
+
+    return {'lq': rand(batch, 3, size, size), 'gt': rand(batch, 3, size, size),
+            'lq_resize': rand(batch, 3, prompt, prompt),
+            'keys': {v: rand(batch, 3, prompt, prompt) for v in ('chromatic', 'degradation')},
+            'negatives': {v: rand(batch, n_neg, 3, prompt, prompt) for v in VIEWS}}
+
+
+def train_loss(net: Rainmer, data: dict, amp: str | None) -> torch.Tensor:
+    dtype = {'fp16': torch.float16, 'bf16': torch.bfloat16}.get(amp)
+    with torch.autocast(data['lq'].device.type, dtype=dtype, enabled=dtype is not None):
+        restored, logits = net.forward_train(data['lq'], data['lq_resize'], data['keys'], data['negatives'])
+        target = torch.zeros(restored.shape[0], dtype=torch.long, device=restored.device)
+        contrast = F.cross_entropy(logits['chromatic'].float(), target) + \
+            F.cross_entropy(logits['degradation_detail'].float(), target)
+        return F.l1_loss(restored.float(), data['gt']) + 0.1 * contrast
+
+
+def make_step(net: Rainmer, mode: str, data: dict, amp: str | None = None):
+    """A closure running one inference or training step; returns the output used for the equality check."""
+    dtype = {'fp16': torch.float16, 'bf16': torch.bfloat16}.get(amp)
+    device = data['lq'].device
+    if mode == 'inference':
+        net.eval()
+
+        def step() -> torch.Tensor:
+            with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                return net(data['lq'])
+        return step
+    net.train()
+    optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=0.0)  # lr 0: same weights
+    scaler = torch.amp.GradScaler('cuda') if amp == 'fp16' and device.type == 'cuda' else None
+
+    def step() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        loss = train_loss(net, data, amp)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        return loss.detach()
+    return step
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+
+
+def _rss_kib(field: str) -> int:
+    with open('/proc/self/status') as status:
+        for line in status:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise RuntimeError(field)
+
+
+def time_modes(args: argparse.Namespace, size: int, device: torch.device) -> list[dict]:
+    nets = build_pair(_arch(args), device)
+    rows = []
+    for mode in args.modes:
+        data = make_batch(args.batch, size, args.prompt_size, args.n_neg, device)
+        variants = {name: make_step(net, mode, data) for name, net in nets.items()}
+        if args.amp and device.type == 'cuda':
+            variants[f'fast+{args.amp}'] = make_step(nets['fast'], mode, data, args.amp)
+        outputs = {name: step() for name, step in variants.items()}  # warm-up, and the equality check
+        diff = (outputs['fast'].float() - outputs['plain'].float()).abs().max().item()
+        times = {name: [] for name in variants}
+        for _ in range(args.repeat):
+            for name, step in variants.items():
+                _sync(device)
+                start = time.perf_counter()
+                step()
+                _sync(device)
+                times[name].append(time.perf_counter() - start)
+        plain = statistics.median(times['plain'])
+        for name, values in times.items():
+            median = statistics.median(values)
+            rows.append(dict(mode=mode, size=size, variant=name, median_s=median, runs_s=values,
+                             images_per_s=args.batch / median, speedup=plain / median,
+                             max_abs_diff=diff if name == 'fast' else None))
+    return rows
+
+
+def measure_memory(args: argparse.Namespace, size: int, mode: str, variant: str, device: torch.device) -> float:
+    """Peak extra memory (MiB) of one step, in this (fresh) process."""
+    torch.manual_seed(0)
+    net = Rainmer(**_arch(args), chained_topk=True, **(PLAIN if variant == 'plain' else FAST)).to(device)
+    data = make_batch(args.batch, size, args.prompt_size, args.n_neg, device)
+    step = make_step(net, mode, data)
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        step()
+        return (torch.cuda.max_memory_allocated() - before) / 2**20
+    before = _rss_kib('VmRSS')
+    step()
+    return (_rss_kib('VmHWM') - before) / 1024
+
+
+def _arch(args: argparse.Namespace) -> dict:
+    return json.loads(args.arch) if args.arch else {}
+
+
+def memory_table(args: argparse.Namespace, argv: list[str]) -> dict:
+    peaks = {}
+    for size in args.sizes:
+        for mode in args.modes:
+            for variant in ('plain', 'fast'):
+                cmd = [sys.executable, __file__, *argv, '--_memory-of', str(size), mode, variant]
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+                peaks[(size, mode, variant)] = float(out.strip().splitlines()[-1])
+    return peaks
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--sizes', type=int, nargs='+', default=[128])
+    parser.add_argument('--modes', nargs='+', default=['inference', 'train'], choices=['inference', 'train'])
+    parser.add_argument('--batch', type=int, default=1, help='images per inference / crops per training step')
+    parser.add_argument('--n-neg', type=int, default=4)
+    parser.add_argument('--prompt-size', type=int, default=128)
+    parser.add_argument('--threads', type=int, default=None)
+    parser.add_argument('--repeat', type=int, default=3)
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--amp', choices=['fp16', 'bf16'], default=None, help='also time the fast net under AMP')
+    parser.add_argument('--arch', default=None, help='Rainmer options as JSON (default: the paper sizes)')
+    parser.add_argument('--memory', action='store_true', help='peak memory per variant, each in a subprocess')
+    parser.add_argument('--json', default=None, help='write the rows here')
+    parser.add_argument('--_memory-of', nargs=3, default=None, help=argparse.SUPPRESS)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if args._memory_of:
+        size, mode, variant = args._memory_of
+        print(measure_memory(args, int(size), mode, variant, device))
+        return
+    rows = [row for size in args.sizes for row in time_modes(args, size, device)]
+    peaks = memory_table(args, [a for a in argv if a != '--memory']) if args.memory else {}
+    print(f'device {device}, threads {torch.get_num_threads()}, batch {args.batch}, n_neg {args.n_neg}, '
+          f'repeat {args.repeat} (medians)')
+    print('| mode | size | variant | median s | images/s | speed-up vs plain | peak MiB | max abs diff |')
+    print('|---|---|---|---|---|---|---|---|')
+    for row in rows:
+        peak = peaks.get((row['size'], row['mode'], row['variant']))
+        row['peak_mib'] = peak
+        diff = '' if row['max_abs_diff'] is None else f"{row['max_abs_diff']:.1e}"
+        print(f"| {row['mode']} | {row['size']} | {row['variant']} | {row['median_s']:.3f} | "
+              f"{row['images_per_s']:.2f} | {row['speedup']:.2f}x | {'' if peak is None else f'{peak:.0f}'} | "
+              f'{diff} |')
+    if args.json:
+        with open(args.json, 'w') as handle:
+            json.dump(rows, handle, indent=1)
+
+
+if __name__ == '__main__':
+    main()
