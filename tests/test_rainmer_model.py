@@ -31,7 +31,9 @@ def workdir(tmp_path_factory):
 
 def test_training_logs_every_loss_term_and_saves(workdir):
     root, roots = workdir
-    output = _train(root, tiny_rainmer_options('tiny_run', roots, total_iter=2, save_freq=2))
+    opt = tiny_rainmer_options('tiny_run', roots, total_iter=2, save_freq=2)
+    opt['train']['ema_decay'] = 0.5
+    output = _train(root, opt)
     assert 'Archive of negatives filled: 6 entries.' in output
     for term in ('l_pix', 'l_ssim', 'l_chromatic', 'l_degradation_detail', 'l_total'):
         assert f'{term}: ' in output
@@ -40,8 +42,10 @@ def test_training_logs_every_loss_term_and_saves(workdir):
     state = torch.load(exp / 'training_states' / '2.state', weights_only=True)
     assert len(state['optimizers']) == 2 and len(state['schedulers']) == 2
     assert state['archive']['means'].shape == (6, 3) and int(state['archive']['count']) == 6
-    params = torch.load(exp / 'models' / 'net_g_2.pth', weights_only=True)['params']
+    saved = torch.load(exp / 'models' / 'net_g_2.pth', weights_only=True)
+    params, ema = saved['params'], saved['params_ema']
     assert any(k.startswith('key_encoder.') for k in params) and any(k.startswith('query_encoder.') for k in params)
+    assert params.keys() == ema.keys() and not all(torch.equal(params[k], ema[k]) for k in params)
 
 
 def test_auto_resume_restores_every_tensor_and_reproduces_the_uninterrupted_run(workdir):
