@@ -35,7 +35,9 @@ class RainmerModel(SRModel):
     ``archive_size`` (256), ``accumulate_grad_step`` (1), ``grad_clip_norm`` (0.01, backbone only; ~ to disable).
     The scheduler steps once per optimiser step, so its periods count optimiser steps while ``total_iter``
     counts batches (``total_iter = accumulate_grad_step x optimiser steps``).
-    ``val`` options beyond SRModel's: ``tile: {size, overlap}`` for large images.
+    ``use_amp`` (False) with ``amp_dtype`` (``bf16`` | ``fp16``; bf16 by default): forward passes under autocast,
+    losses in fp32; fp16 on CUDA scales the loss with a GradScaler (clipping after unscaling).
+    ``val`` options beyond SRModel's: ``tile: {size, overlap}`` for large images, ``use_amp`` / ``amp_dtype``.
     """
 
     # ------------------------------------------------------------------ set-up
@@ -46,6 +48,9 @@ class RainmerModel(SRModel):
             raise ValueError('train.accumulate_grad_step must be >= 1')
         self.grad_clip_norm = train_opt.get('grad_clip_norm', 0.01)
         self.n_neg = int(train_opt.get('n_neg', 4))
+        self.amp_dtype = _amp_dtype(train_opt)
+        use_scaler = self.amp_dtype == torch.float16 and self.device.type == 'cuda'
+        self.grad_scaler = torch.amp.GradScaler('cuda') if use_scaler else None
         net = self.get_bare_model(self.net_g)
         self.views = tuple(getattr(net, 'views', ()))
         self.archive = NegativeArchive(int(train_opt.get('archive_size', 256))) if self.views else None
@@ -145,15 +150,26 @@ class RainmerModel(SRModel):
                 optimizer.zero_grad(set_to_none=True)
         sync = self.net_g.no_sync() if isinstance(self.net_g, DistributedDataParallel) and not step_now else None
         with sync if sync is not None else _nullcontext():
-            self.output, logits = self._forward_train()
-            terms = self._losses(self.output, logits)
+            with self._autocast(self.amp_dtype):
+                self.output, logits = self._forward_train()
+            self.output = self.output.float()
+            terms = self._losses(self.output, {view: value.float() for view, value in logits.items()})
             total = sum(terms.values())
-            (total / self.accumulate_grad_step).backward()
+            loss = total / self.accumulate_grad_step
+            (self.grad_scaler.scale(loss) if self.grad_scaler is not None else loss).backward()
         if step_now:
+            if self.grad_scaler is not None:
+                for optimizer in self.optimizers:
+                    self.grad_scaler.unscale_(optimizer)
             if self.grad_clip_norm:
                 torch.nn.utils.clip_grad_norm_(self.backbone_params, self.grad_clip_norm)
             for optimizer in self.optimizers:
-                optimizer.step()
+                if self.grad_scaler is not None:
+                    self.grad_scaler.step(optimizer)
+                else:
+                    optimizer.step()
+            if self.grad_scaler is not None:
+                self.grad_scaler.update()
             if self.ema_decay > 0:
                 self.model_ema(decay=self.ema_decay)
         terms['l_total'] = total
@@ -163,6 +179,8 @@ class RainmerModel(SRModel):
     def extra_training_state(self) -> dict:
         """Saved with optimisers/schedulers (the key encoder is in the network file)."""
         state = {'view_generator': self.view_generator.get_state()}
+        if getattr(self, 'grad_scaler', None) is not None:
+            state['grad_scaler'] = self.grad_scaler.state_dict()
         if self.archive is not None:
             state['archive'] = self.archive.state_dict()
         return state
@@ -172,6 +190,8 @@ class RainmerModel(SRModel):
         if 'view_generator' in resume_state:
             self.view_generator.set_state(resume_state['view_generator'].cpu()
                                           if self.device.type == 'cpu' else resume_state['view_generator'])
+        if self.grad_scaler is not None and 'grad_scaler' in resume_state:
+            self.grad_scaler.load_state_dict(resume_state['grad_scaler'])
         if self.archive is not None and 'archive' in resume_state:
             self.archive.load_state_dict(resume_state['archive'])
 
@@ -192,9 +212,13 @@ class RainmerModel(SRModel):
         net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
         was_training = net.training
         net.eval()
-        with torch.no_grad():
-            self.output = self._restore(net, self.lq)
+        with torch.no_grad(), self._autocast(_amp_dtype(self.opt.get('val') or {})):
+            self.output = self._restore(net, self.lq).float()
         net.train(was_training)
+
+    def _autocast(self, dtype: torch.dtype | None):
+        """Autocast on this model's device with ``dtype`` (disabled for None: fp32)."""
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
         """SRModel's validation, plus metrics per source when the set mixes sources."""
@@ -265,6 +289,17 @@ def _joint_degradation_detail(logits: dict):
     if 'degradation' in logits and 'detail' in logits:
         return merge_logits(logits['degradation'], logits['detail'])
     return logits.get('degradation', logits.get('detail'))
+
+
+def _amp_dtype(opt: dict) -> torch.dtype | None:
+    """The autocast dtype of an options section: None unless ``use_amp``; ``amp_dtype`` bf16 (default) or fp16."""
+    if not opt.get('use_amp', False):
+        return None
+    name = str(opt.get('amp_dtype', 'bf16')).lower()
+    dtypes = {'bf16': torch.bfloat16, 'bfloat16': torch.bfloat16, 'fp16': torch.float16, 'float16': torch.float16}
+    if name not in dtypes:
+        raise ValueError(f'amp_dtype must be bf16 or fp16, got {name!r}')
+    return dtypes[name]
 
 
 class _nullcontext:
