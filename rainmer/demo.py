@@ -26,8 +26,8 @@ PHOTOS = ('astronaut.png', 'chelsea.png', 'coffee.png', 'motorcycle_left.png', '
 DOMAINS = ('day', 'heavy', 'night')
 METRICS = {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': True},
            'ssim': {'type': 'calculate_ssim', 'crop_border': 0, 'test_y_channel': True}}
-SMALL_RAINMER = dict(type='Rainmer', dim=16, base_dim=32, num_blocks=[1, 1, 1, 2], heads=[1, 1, 2, 2],
-                     ffn_expansion_factor=2.66, prompt_size=64)
+SMALL_RAINMER = dict(type='Rainmer', dim=12, base_dim=24, num_blocks=[1, 1, 1, 2], heads=[1, 1, 2, 2],
+                     ffn_expansion_factor=2.66, prompt_size=32)
 
 
 def write_photographs(folder: str) -> list[str]:
@@ -57,11 +57,11 @@ def train_options(data: str, iters: int, crop: int) -> dict:
             train=dict(name='synth_rain', type='MixedRainDataset', sources=_sources(data, 'train'), gt_size=crop,
                        resize_size=SMALL_RAINMER['prompt_size'], use_hflip=True, use_rot=False, small_images='pad',
                        use_shuffle=True, num_worker_per_gpu=0, batch_size_per_gpu=4, dataset_enlarge_ratio=8),
-            val=dict(name='synth_rain_val', type='MixedRainDataset', sources=_sources(data, 'val'))),
+        ),
         network_g=dict(SMALL_RAINMER),
         path=dict(pretrain_network_g=None, strict_load_g=True, resume_state=None),
         train=dict(
-            total_iter=iters, warmup_iter=-1, accumulate_grad_step=1, grad_clip_norm=0.01, n_neg=4, archive_size=32,
+            total_iter=iters, warmup_iter=-1, accumulate_grad_step=1, grad_clip_norm=0.01, n_neg=2, archive_size=32,
             optim_g=dict(type='AdamW', lr=1e-3, weight_decay=0, betas=[0.9, 0.999]),
             optim_encoder=dict(type='AdamW', lr=1e-3, weight_decay=0.01, betas=[0.9, 0.999]),
             scheduler=dict(type='CosineAnnealingRestartCyclicLR', periods=[iters], restart_weights=[1],
@@ -70,7 +70,6 @@ def train_options(data: str, iters: int, crop: int) -> dict:
             ssim_opt=dict(type='SSIMLoss', loss_weight=0.1),
             chromatic_opt=dict(type='InfoNCELoss', loss_weight=0.1),
             degradation_detail_opt=dict(type='InfoNCELoss', loss_weight=0.1)),
-        val=dict(val_freq=iters, save_img=False, metrics=METRICS),
         logger=dict(print_freq=max(1, iters // 20), save_checkpoint_freq=iters, use_tb_logger=True))
 
 
@@ -111,14 +110,16 @@ def write_grid(data: str, results: str, domain: str, path: str, height: int = 20
         stem = osp.splitext(osp.basename(rainy_path))[0]
         derained = cv2.imread(osp.join(results, 'visualization', domain, f'{stem}_derained.png'))
         clean = cv2.imread(rainy_path.replace(f'{os.sep}input{os.sep}', f'{os.sep}target{os.sep}'))
+        if derained is None or clean is None:
+            raise FileNotFoundError(f'demo: missing derained or clean image for {rainy_path}')
         rows.append(np.concatenate([_fit(cv2.imread(rainy_path), height), _fit(derained, height),
                                     _fit(clean, height)], axis=1))
     width = max(r.shape[1] for r in rows)
+    panel = width // 3  # panels of one row share a width; rows are left-aligned
     rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
     header = np.full((28, width, 3), 255, np.uint8)
-    for i, label in enumerate(('rainy', 'derained (Rainmer)', 'clean')):
-        cv2.putText(header, f'{domain}: {label}' if i == 0 else label, (8 + i * width // 3, 20),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+    for i, label in enumerate((f'{domain}: rainy', 'derained (Rainmer)', 'clean')):
+        cv2.putText(header, label, (8 + i * panel, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.imwrite(path, np.concatenate([header, *rows], axis=0))
     return path
 
@@ -151,9 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='rainmer demo', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--out', default='demo_output', help='folder for data, experiments, results and the report')
-    parser.add_argument('--iters', type=int, default=600, help='training iterations (batch 4)')
-    parser.add_argument('--crop', type=int, default=64, help='training crop size')
-    parser.add_argument('--max-side', type=int, default=256, help='photographs are downscaled to this longer side')
+    parser.add_argument('--iters', type=int, default=300, help='training iterations (batch 4)')
+    parser.add_argument('--crop', type=int, default=48, help='training crop size')
+    parser.add_argument('--max-side', type=int, default=192, help='photographs are downscaled to this longer side')
     args = parser.parse_args(argv)
     start = time.time()
     out = osp.abspath(args.out)

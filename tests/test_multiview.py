@@ -131,7 +131,7 @@ def test_build_gives_keys_negatives_and_updates_archive_afterwards():
     assert set(out.keys) == set(out.negatives) == {'chromatic', 'degradation', 'detail'}
     assert out.keys['chromatic'].shape == (2, 3, SIZE, SIZE)
     assert out.negatives['chromatic'].shape == out.negatives['degradation'].shape == (2, 4, 3, SIZE, SIZE)
-    assert out.negatives['detail'].shape == (2, 4, 3, 12, 12)
+    assert out.negatives['detail'].shape == (2, 4, 3, SIZE, SIZE)  # the 12x12 crop resized to the encoder's size
     for b in range(2):
         assert _equal_up_to_flip(out.keys['chromatic'][b], gt_r[b])
         assert _equal_up_to_flip(out.keys['degradation'][b], lq_r[b])
@@ -230,3 +230,15 @@ def test_views_subset_and_errors():
     partial.prefill(*_images(4, 91))
     out = build_multiview_batch(lq_r, gt_r, gt_r, partial, views=['chromatic', 'degradation'])
     assert out.chromatic_indices.max() < 4 and out.degradation_indices.max() < 4  # only valid entries
+
+
+def test_detail_negatives_take_the_encoders_size_when_the_crop_differs():
+    from rainmer.models.multiview import NegativeArchive, build_multiview_batch
+
+    generator = torch.Generator().manual_seed(0)
+    lq_r, gt_r, gt = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32), torch.rand(2, 3, 48, 48)
+    archive = NegativeArchive(size=4)
+    archive.prefill(torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32))
+    views = build_multiview_batch(lq_r, gt_r, gt, archive, n_neg=2, generator=generator)
+    assert views.negatives['detail'].shape == (2, 2, 3, 32, 32)
+    assert all(v.shape[-2:] == (32, 32) for v in views.keys.values())

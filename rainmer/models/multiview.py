@@ -250,7 +250,10 @@ def build_multiview_batch(lq_r: Tensor, gt_r: Tensor, gt: Tensor, archive: Negat
     if 'detail' in views:
         batch.keys['detail'] = lq_r
         # the reference draws a flip per detail negative (its dataset transform), hence always per sample
-        batch.negatives['detail'], batch.detail_sigmas = detail_negatives(gt, n_neg, generator)
+        crop = gt
+        if crop.shape[-2:] != lq_r.shape[-2:]:  # crop size != encoder size (the paper has 128 for both)
+            crop = F.interpolate(crop, size=lq_r.shape[-2:], mode='bilinear', align_corners=False)
+        batch.negatives['detail'], batch.detail_sigmas = detail_negatives(crop, n_neg, generator)
     if update_archive and archive is not None:
         archive.update(lq_r, gt_r, stats)
     return batch
