@@ -64,18 +64,22 @@ class FeedForward(nn.Module):
         hidden = self.dwconv3x3_1.out_channels
         order = _pair_order(hidden, x.device)
         x = F.conv2d(x, self.project_in.weight[order], _take(self.project_in.bias, order))
-        a3 = F.relu(F.conv2d(x, self.dwconv3x3.weight[order], _take(self.dwconv3x3.bias, order), padding=1,
-                             groups=2 * hidden))
-        a5 = F.relu(F.conv2d(x, self.dwconv5x5.weight[order], _take(self.dwconv5x5.bias, order), padding=2,
-                             groups=2 * hidden))
-        outs = []
-        for half, conv in ((0, self.dwconv3x3_1), (1, self.dwconv5x5_1)):
+        a3 = F.conv2d(x, self.dwconv3x3.weight[order], _take(self.dwconv3x3.bias, order), padding=1,
+                      groups=2 * hidden)
+        a5 = F.conv2d(x, self.dwconv5x5.weight[order], _take(self.dwconv5x5.bias, order), padding=2,
+                      groups=2 * hidden)
+        del x
+        inputs = []
+        for half in (0, 1):
             blocks3, blocks5 = _pair_blocks(a3, hidden, half), _pair_blocks(a5, hidden, half)
             if hidden % 2:  # a5's channels sit at odd offsets in the concatenation: parities swap
                 blocks5 = blocks5[::-1]
-            evens_odds = torch.cat([blocks3[0], blocks5[0], blocks3[1], blocks5[1]], dim=1)
-            outs.append(F.relu(pair_sum_conv(evens_odds, conv)))
-        return self.project_out(torch.cat(outs, dim=1))
+            # ReLU commutes with the concatenation: one in-place pass over the copy instead of two over a3, a5
+            inputs.append(F.relu(torch.cat([blocks3[0], blocks5[0], blocks3[1], blocks5[1]], dim=1), inplace=True))
+        del a3, a5, blocks3, blocks5  # free the first stage before the second (peak memory)
+        first = pair_sum_conv(inputs.pop(0), self.dwconv3x3_1)
+        second = pair_sum_conv(inputs.pop(0), self.dwconv5x5_1)
+        return self.project_out(F.relu(torch.cat([first, second], dim=1), inplace=True))
 
 
 def _take(bias: Tensor | None, order: Tensor) -> Tensor | None:
