@@ -7,10 +7,12 @@
 For every mode ('inference': a no-grad forward of ``--batch`` images; 'train': one optimisation step of
 ``forward_train`` with ``--n-neg`` negatives per view, loss and backward, AdamW) both variants are timed
 alternately in one process (``--repeat`` times after a warm-up) so that they share the machine's load; the table
-gives medians, throughput and the plain/fast ratio. The maximum absolute difference of their outputs is checked.
-Peak memory (``--memory``) is measured in a fresh subprocess per variant and mode: the resident-set high-water mark
-(VmHWM) minus the resident set before the step on CPU, ``max_memory_allocated`` on CUDA. With ``--amp`` on CUDA
-the fast variant is also timed under fp16/bf16 autocast.
+gives medians of wall time and of process CPU time (on a shared machine the CPU time is the steadier figure; with
+several threads it also counts their spin-waits), throughput and the plain/fast ratios, and the maximum absolute
+difference of their outputs. Peak memory (``--memory``) is measured in a fresh subprocess per variant and mode: the
+resident-set high-water mark (VmHWM) minus the resident set before the step on CPU, ``max_memory_allocated`` on
+CUDA. ``--amp`` also times the fast variant under autocast (fp16 with a GradScaler on CUDA, bf16 on CUDA or on
+CPUs with bf16 instructions); its outputs differ from fp32 by bf16/fp16 rounding.
 
 Example: ``python scripts/benchmark.py --sizes 128 256 --threads 2 --repeat 3 --memory``.
 """
@@ -113,23 +115,25 @@ def time_modes(args: argparse.Namespace, size: int, device: torch.device) -> lis
     for mode in args.modes:
         data = make_batch(args.batch, size, args.prompt_size, args.n_neg, device)
         variants = {name: make_step(net, mode, data) for name, net in nets.items()}
-        if args.amp and device.type == 'cuda':
+        if args.amp:
             variants[f'fast+{args.amp}'] = make_step(nets['fast'], mode, data, args.amp)
         outputs = {name: step() for name, step in variants.items()}  # warm-up, and the equality check
         diff = (outputs['fast'].float() - outputs['plain'].float()).abs().max().item()
         times = {name: [] for name in variants}
+        cpu_times = {name: [] for name in variants}
         for _ in range(args.repeat):
             for name, step in variants.items():
                 _sync(device)
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 step()
                 _sync(device)
                 times[name].append(time.perf_counter() - start)
-        plain = statistics.median(times['plain'])
+                cpu_times[name].append(time.process_time() - start_cpu)
+        plain, plain_cpu = statistics.median(times['plain']), statistics.median(cpu_times['plain'])
         for name, values in times.items():
-            median = statistics.median(values)
-            rows.append(dict(mode=mode, size=size, variant=name, median_s=median, runs_s=values,
-                             images_per_s=args.batch / median, speedup=plain / median,
+            median, cpu = statistics.median(values), statistics.median(cpu_times[name])
+            rows.append(dict(mode=mode, size=size, variant=name, median_s=median, runs_s=values, cpu_s=cpu,
+                             images_per_s=args.batch / median, speedup=plain / median, cpu_speedup=plain_cpu / cpu,
                              max_abs_diff=diff if name == 'fast' else None))
     return rows
 
@@ -175,7 +179,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('--threads', type=int, default=None)
     parser.add_argument('--repeat', type=int, default=3)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    parser.add_argument('--amp', choices=['fp16', 'bf16'], default=None, help='also time the fast net under AMP')
+    parser.add_argument('--amp', choices=['fp16', 'bf16'], default=None,
+                        help='also time the fast net under autocast (CUDA: fp16/bf16; CPU: bf16 where supported)')
     parser.add_argument('--arch', default=None, help='Rainmer options as JSON (default: the paper sizes)')
     parser.add_argument('--memory', action='store_true', help='peak memory per variant, each in a subprocess')
     parser.add_argument('--json', default=None, help='write the rows here')
@@ -193,15 +198,16 @@ def main(argv: list[str] | None = None) -> None:
     peaks = memory_table(args, [a for a in argv if a != '--memory']) if args.memory else {}
     print(f'device {device}, threads {torch.get_num_threads()}, batch {args.batch}, n_neg {args.n_neg}, '
           f'repeat {args.repeat} (medians)')
-    print('| mode | size | variant | median s | images/s | speed-up vs plain | peak MiB | max abs diff |')
-    print('|---|---|---|---|---|---|---|---|')
+    print('| mode | size | variant | median s | images/s | speed-up vs plain | CPU s | CPU-time speed-up | peak MiB '
+          '| max abs diff |')
+    print('|---|---|---|---|---|---|---|---|---|---|')
     for row in rows:
         peak = peaks.get((row['size'], row['mode'], row['variant']))
         row['peak_mib'] = peak
         diff = '' if row['max_abs_diff'] is None else f"{row['max_abs_diff']:.1e}"
         print(f"| {row['mode']} | {row['size']} | {row['variant']} | {row['median_s']:.3f} | "
-              f"{row['images_per_s']:.2f} | {row['speedup']:.2f}x | {'' if peak is None else f'{peak:.0f}'} | "
-              f'{diff} |')
+              f"{row['images_per_s']:.2f} | {row['speedup']:.2f}x | {row['cpu_s']:.3f} | {row['cpu_speedup']:.2f}x | "
+              f"{'' if peak is None else f'{peak:.0f}'} | {diff} |")
     if args.json:
         with open(args.json, 'w') as handle:
             json.dump(rows, handle, indent=1)
