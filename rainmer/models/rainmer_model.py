@@ -152,8 +152,9 @@ class RainmerModel(SRModel):
         with sync if sync is not None else _nullcontext():
             with self._autocast(self.amp_dtype):
                 self.output, logits = self._forward_train()
-            self.output = self.output.float()
-            terms = self._losses(self.output, {view: value.float() for view, value in logits.items()})
+            if self.amp_dtype is not None:  # losses in fp32
+                self.output, logits = _to_float(self.output), _to_float(logits)
+            terms = self._losses(self.output, logits)
             total = sum(terms.values())
             loss = total / self.accumulate_grad_step
             (self.grad_scaler.scale(loss) if self.grad_scaler is not None else loss).backward()
@@ -289,6 +290,19 @@ def _joint_degradation_detail(logits: dict):
     if 'degradation' in logits and 'detail' in logits:
         return merge_logits(logits['degradation'], logits['detail'])
     return logits.get('degradation', logits.get('detail'))
+
+
+def _to_float(value):
+    """fp32 copies of the tensors in a tensor, a (named) tuple, a list or a dict; other values as they are."""
+    if isinstance(value, torch.Tensor):
+        return value.float()
+    if isinstance(value, dict):
+        return {key: _to_float(item) for key, item in value.items()}
+    if isinstance(value, tuple) and hasattr(value, '_fields'):
+        return type(value)(*(_to_float(item) for item in value))
+    if isinstance(value, (tuple, list)):
+        return type(value)(_to_float(item) for item in value)
+    return value
 
 
 def _amp_dtype(opt: dict) -> torch.dtype | None:
