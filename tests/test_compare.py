@@ -22,15 +22,6 @@ TINY_NETWORKS = {
 TEST_SETS = {'SetA': 2, 'SetB': 1}
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny networks run fastest on one thread; two oversubscribe a shared 2-core machine badly."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _shipped(*parts: str) -> dict:
     return json.loads(json.dumps(load_yaml(osp.join(REPO_ROOT, 'options', *parts))))
 

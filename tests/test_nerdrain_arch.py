@@ -12,15 +12,6 @@ from rainmer.archs.nerdrain_arch import NeRDRain, NeRDRainS
 TINY = dict(dim=8, num_blocks=[1, 2, 1], heads=[1, 2, 2])
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny networks run fastest on one thread; two oversubscribe a shared 2-core machine badly."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def public_block_keys(prefix: str) -> list[str]:
     keys = [f'{prefix}.norm{n}.body.{p}' for n in (1, 2) for p in ('weight', 'bias')]
     keys += [f'{prefix}.attn.{k}' for k in ('temperature', 'qkv.weight', 'qkv_dwconv.main.0.weight',

@@ -17,15 +17,6 @@ from rainmer.options import load_yaml
 TINY_NET = dict(type='NeRDRain', dim=8, num_blocks=[1, 1, 1], heads=[1, 1, 1])
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny networks run fastest on one thread; two oversubscribe a shared 2-core machine badly."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ------------------------------------------------------------------------------------------------ losses
 def test_fft_loss_is_the_mean_modulus_of_the_spectrum_difference():
     torch.manual_seed(0)
