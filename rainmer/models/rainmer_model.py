@@ -1,4 +1,5 @@
 """RainmerModel: the paper's multi-view contrastive training inside the toolbox's SRModel."""
+import contextlib
 import inspect
 import os.path as osp
 from collections import OrderedDict, defaultdict
@@ -14,6 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from rainmer.archs.modules.contrastive import merge_logits
+from rainmer.archs.rainmer_arch import JOINT_VIEW
 from rainmer.models.multiview import NegativeArchive, build_multiview_batch
 from rainmer.models.tiling import tiled_forward
 
@@ -148,8 +150,8 @@ class RainmerModel(SRModel):
         if micro_step == 0:
             for optimizer in self.optimizers:
                 optimizer.zero_grad(set_to_none=True)
-        sync = self.net_g.no_sync() if isinstance(self.net_g, DistributedDataParallel) and not step_now else None
-        with sync if sync is not None else _nullcontext():
+        ddp_accumulating = isinstance(self.net_g, DistributedDataParallel) and not step_now
+        with self.net_g.no_sync() if ddp_accumulating else contextlib.nullcontext():
             with self._autocast(self.amp_dtype):
                 self.output, logits = self._forward_train()
             if self.amp_dtype is not None:  # losses in fp32
@@ -287,6 +289,8 @@ class RainmerModel(SRModel):
 
 def _joint_degradation_detail(logits: dict):
     """[pos_deg + pos_det, negs_deg, negs_det] when both views exist, else the one that does."""
+    if JOINT_VIEW in logits:  # Rainmer.forward_train already joined them
+        return logits[JOINT_VIEW]
     if 'degradation' in logits and 'detail' in logits:
         return merge_logits(logits['degradation'], logits['detail'])
     return logits.get('degradation', logits.get('detail'))
@@ -315,10 +319,3 @@ def _amp_dtype(opt: dict) -> torch.dtype | None:
         raise ValueError(f'amp_dtype must be bf16 or fp16, got {name!r}')
     return dtypes[name]
 
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False

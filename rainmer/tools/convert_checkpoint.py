@@ -110,7 +110,8 @@ def _load_state_dict(path: str) -> Mapping[str, torch.Tensor]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description='Convert a public Rainmer checkpoint to the rainmer Rainmer keys '
+    parser = argparse.ArgumentParser(
+        prog='rainmer convert', description='Convert a public Rainmer checkpoint to the rainmer Rainmer keys '
                                      '(saved as {"params": ...} for BasicSR\'s pretrain_network_g).')
     parser.add_argument('input', help='checkpoint of the public code (net_epoch_*.pth, or latest.tar)')
     parser.add_argument('output', help='where to write the converted checkpoint')
