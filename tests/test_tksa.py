@@ -90,8 +90,9 @@ def test_chained_and_independent_masks_differ():
     assert not torch.allclose(chained_reference(attn, v, COUNTS, weights), loop_reference(attn, v, COUNTS, weights))
 
 
+@pytest.mark.parametrize('channels_last', [False, True])
 @pytest.mark.parametrize('chained', [False, True])
-def test_module_fast_equals_plain_with_same_weights(chained):
+def test_module_fast_equals_plain_with_same_weights(chained, channels_last):
     torch.manual_seed(0)
     fast = TopKSparseAttention(24, 2, bias=False, chained_topk=chained, fast=True)
     plain = TopKSparseAttention(24, 2, bias=False, chained_topk=chained, fast=False)
@@ -100,7 +101,8 @@ def test_module_fast_equals_plain_with_same_weights(chained):
         fast.temperature.mul_(3)
     plain.load_state_dict(fast.state_dict())
     x = torch.randn(2, 24, 9, 11)
-    out_fast, out_plain = fast(x), plain(x)
+    out_plain = plain(x)
+    out_fast = fast(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
     torch.testing.assert_close(out_fast, out_plain, atol=1e-5, rtol=1e-5)
     out_fast.square().sum().backward()
     out_plain.square().sum().backward()

@@ -18,34 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rainmer.archs.modules.ops import conv1x1, conv1x1_per_image
+
 EXPERTS = ('sep_conv_1x1', 'sep_conv_3x3', 'sep_conv_5x5', 'sep_conv_7x7',
            'dil_conv_3x3', 'dil_conv_5x5', 'dil_conv_7x7', 'avg_pool_3x3')
 NUM_STAGES = 4
-
-
-def _is_channels_last(x: Tensor) -> bool:
-    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-
-
-def pointwise(x: Tensor, weight: Tensor, accumulate: Tensor | None = None) -> Tensor:
-    """1x1 conv of x [B, I, H, W] with weight [O, I] or per image [B, O, I], as one matmul on either memory layout
-    (channels_last stays channels_last); with ``accumulate`` (a previous result), added to it in place."""
-    b, _, h, w = x.shape
-    weight = weight.expand(b, -1, -1) if weight.dim() == 2 else weight
-    if accumulate is not None and _is_channels_last(accumulate) != _is_channels_last(x):
-        return accumulate.add_(pointwise(x, weight))
-    if not _is_channels_last(x):
-        cols = x.reshape(b, x.shape[1], h * w)
-        if accumulate is not None:
-            acc = accumulate.view(b, -1, h * w)
-            return acc.baddbmm_(weight.to(acc.dtype), cols.to(acc.dtype)).view(b, -1, h, w)
-        return torch.bmm(weight, cols).view(b, -1, h, w)
-    rows = x.permute(0, 2, 3, 1).reshape(b, h * w, x.shape[1])  # a view for channels_last
-    if accumulate is not None:
-        acc = accumulate.permute(0, 2, 3, 1).view(b, h * w, -1)
-        acc = acc.baddbmm_(rows.to(acc.dtype), weight.transpose(1, 2).to(acc.dtype))
-        return acc.view(b, h, w, -1).permute(0, 3, 1, 2)
-    return torch.bmm(rows, weight.transpose(1, 2)).view(b, h, w, -1).permute(0, 3, 1, 2)
 
 
 class SeparableConvExpert(nn.Module):
@@ -160,7 +137,7 @@ class ExpertStage(nn.Module):
                 feat = _depthwise_or_scale(x, dw1)
                 if dw1.kernel_size[0] == 1:
                     first = first * dw1.weight.flatten()[None, :]
-                feat = F.relu(pointwise(feat, first.to(feat.dtype)))
+                feat = F.relu(conv1x1_per_image(feat, first.to(feat.dtype)))
                 mix = mix @ second
                 if dw2.kernel_size[0] == 1:
                     mix = mix * dw2.weight.flatten()[None, :]
@@ -172,7 +149,7 @@ class ExpertStage(nn.Module):
             else:
                 feat = expert(x)
             scaled = (weights[:, index, None, None] * mix).to(feat.dtype)  # [B, C, C]
-            out = pointwise(feat, scaled, accumulate=out)
+            out = conv1x1_per_image(feat, scaled, accumulate=out)
         return F.relu(out)
 
 
@@ -191,7 +168,10 @@ class ExpertStages(nn.Module):
 
     def forward(self, x: Tensor, weights: Tensor) -> Tensor:
         """weights: [B, S, E]."""
-        x = self.preprocess(x)
+        if self._ops[0].fused:  # the fast evaluation: the same conv through oneDNN
+            x = F.relu(conv1x1(x, self.preprocess.op[0].weight))
+        else:
+            x = self.preprocess(x)
         for index, stage in enumerate(self._ops):
             x = F.relu(stage(x, weights[:, index]) + x)
         return x

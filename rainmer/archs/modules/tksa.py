@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rainmer.archs.modules.ops import conv1x1, conv1x1_per_image
+
 DEFAULT_SPARSE_RATES = ('1/2', '2/3', '3/4', '4/5')
 
 
@@ -135,8 +137,51 @@ class TopKSparseAttention(nn.Module):
         return (q @ k.transpose(-2, -1)) * self.temperature, v
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.fast:
+            return self.forward_fast(x)
         b, c, h, w = x.shape
         attn, v = self.attention_scores(x)
-        evaluate = sparse_attention_fast if self.fast else sparse_attention_plain
-        out = evaluate(attn, v, self.counts, self.rate_weights(), chained=self.chained_topk)
+        out = sparse_attention_plain(attn, v, self.counts, self.rate_weights(), chained=self.chained_topk)
         return self.project_out(out.reshape(b, c, h, w))
+
+    def forward_fast(self, x: Tensor) -> Tensor:
+        """Same output as the plain forward, in fewer passes over the pixels and on either memory layout.
+
+        * with independent masks, q and k are not normalised: A = (q k^T) / (|q| |k|^T), from their Gram matrix
+          and norms. Chained masks keep the plain computation of A: their choice among tied zeros depends on
+          every comparison inside ``torch.topk``, so A must round exactly as the plain path rounds it;
+        * the rates' matrices are summed into one M per head (:func:`sparse_attention_matrix`), and M is folded
+          into ``project_out``: the output is one 1x1 conv of v with ``W_out @ blockdiag(M)`` per image.
+        """
+        b, c, h, w = x.shape
+        qkv = self.qkv_dwconv(conv1x1(x, self.qkv.weight, self.qkv.bias))
+        if self.chained_topk:
+            attn = self._scores(qkv[:, :c], qkv[:, c:2 * c])
+            mix = sparse_attention_matrix_chained(attn, self.counts, self.rate_weights())
+        else:
+            attn = self._scores_from_gram(qkv[:, :c], qkv[:, c:2 * c])
+            mix = sparse_attention_matrix(attn, self.counts, self.rate_weights())
+        heads, d = self.num_heads, c // self.num_heads
+        out_weight = self.project_out.weight.view(c, heads, d).transpose(0, 1)  # [heads, C_out, d]
+        combined = (out_weight @ mix).transpose(1, 2).reshape(b, c, c)  # [B, C_out, C_in]
+        out = conv1x1_per_image(qkv[:, 2 * c:], combined)
+        bias = self.project_out.bias
+        return out if bias is None else out + bias[:, None, None]
+
+    def _scores(self, q: Tensor, k: Tensor) -> Tensor:
+        """A [B, heads, C, C] exactly as the plain forward computes it (from q, k [B, C, H, W])."""
+        b, c, h, w = q.shape
+        q = F.normalize(q.reshape(b, self.num_heads, c // self.num_heads, h * w), dim=-1)
+        k = F.normalize(k.reshape(b, self.num_heads, c // self.num_heads, h * w), dim=-1)
+        return (q @ k.transpose(-2, -1)) * self.temperature
+
+    def _scores_from_gram(self, q: Tensor, k: Tensor) -> Tensor:
+        """A [B, heads, C, C] from the Gram matrix of q and k and their norms (no normalised copies)."""
+        b, c = q.shape[:2]
+        heads, d = self.num_heads, c // self.num_heads
+        q, k = q.flatten(2), k.flatten(2)  # [B, C, HW] views on either memory layout
+        eps = 1e-12  # F.normalize's
+        norm_q = torch.linalg.vector_norm(q, dim=-1).clamp_min(eps).view(b, heads, d, 1)
+        norm_k = torch.linalg.vector_norm(k, dim=-1).clamp_min(eps).view(b, heads, 1, d)
+        gram = torch.bmm(q, k.transpose(1, 2)).view(b, heads, d, heads, d).diagonal(dim1=1, dim2=3)
+        return (gram.permute(0, 3, 1, 2) / (norm_q * norm_k) * self.temperature).contiguous()

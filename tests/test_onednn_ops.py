@@ -1,0 +1,96 @@
+"""1x1 convolutions on oneDNN (rainmer.archs.modules.ops) and the malloc settings (rainmer.utils.allocator)."""
+import rainmer  # noqa: F401  (its compat shim must load before basicsr)
+
+# isort: split
+import ctypes
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rainmer.archs.modules.ops import conv1x1, conv1x1_per_image, use_onednn
+from rainmer.utils import allocator
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_conv1x1_equals_conv2d_forward_and_backward(channels_last):
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 5, 7)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight, bias = torch.randn(9, 6), torch.randn(9)
+    grads = []
+    for run in (lambda x_, w_, b_: F.conv2d(x_, w_[:, :, None, None], b_), conv1x1):
+        leaves = [t.detach().clone().requires_grad_(True) for t in (x, weight, bias)]
+        out = run(*leaves)
+        (out * torch.linspace(-1, 1, out.numel()).view(out.shape)).sum().backward()
+        grads.append((out.detach(), *(leaf.grad for leaf in leaves)))
+    for expected, actual in zip(*grads):
+        torch.testing.assert_close(actual, expected)
+    assert grads[1][0].is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
+def test_onednn_is_used_for_fp32_cpu_only():
+    x = torch.randn(1, 4, 3, 3)
+    assert use_onednn(x) == torch.backends.mkldnn.is_available()
+    assert not use_onednn(x.double())
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert not use_onednn(x)
+        out = conv1x1(x, torch.randn(5, 4))  # falls back to F.conv2d, which autocast runs in bf16
+    assert out.dtype == torch.bfloat16
+    with torch.backends.mkldnn.flags(enabled=False):
+        assert not use_onednn(x)
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_conv1x1_per_image_uses_each_images_weight_and_accumulates(channels_last):
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 5, 6)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(3, 7, 4)
+    expected = torch.stack([F.conv2d(x[i:i + 1], weight[i, :, :, None, None])[0] for i in range(3)])
+    out = conv1x1_per_image(x, weight)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(conv1x1_per_image(x, weight, accumulate=out.clone()), 2 * expected)
+    torch.testing.assert_close(conv1x1_per_image(x, weight[0]), F.conv2d(x, weight[0, :, :, None, None]))
+
+
+def _mallopt_calls(monkeypatch) -> list:
+    calls = []
+
+    class FakeLibc:
+        class mallopt:  # noqa: N801 (stands in for the C function)
+            argtypes = None
+
+            def __new__(cls, param, value):
+                calls.append((param, value))
+                return 1
+
+    monkeypatch.setattr(ctypes, 'CDLL', lambda name: FakeLibc)
+    monkeypatch.setattr(allocator.sys, 'platform', 'linux')
+    return calls
+
+
+def test_tune_malloc_switches_mmap_off_and_keeps_freed_memory(monkeypatch):
+    monkeypatch.delenv('RAINMER_MALLOC', raising=False)
+    calls = _mallopt_calls(monkeypatch)
+    assert allocator.tune_malloc()
+    assert calls == [(allocator.M_MMAP_MAX, 0), (allocator.M_TRIM_THRESHOLD, 2**31 - 1)]
+
+
+def test_tune_malloc_can_be_switched_off(monkeypatch):
+    calls = _mallopt_calls(monkeypatch)
+    monkeypatch.setenv('RAINMER_MALLOC', 'default')
+    assert not allocator.tune_malloc()
+    assert calls == []
+
+
+def test_tune_malloc_without_glibc_changes_nothing(monkeypatch):
+    monkeypatch.delenv('RAINMER_MALLOC', raising=False)
+
+    def no_libc(name):
+        raise OSError(name)
+
+    monkeypatch.setattr(ctypes, 'CDLL', no_libc)
+    assert not allocator.tune_malloc()
