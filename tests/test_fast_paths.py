@@ -5,7 +5,8 @@ import rainmer  # noqa: F401  (its compat shim must load before basicsr)
 import pytest
 import torch
 
-from rainmer.archs.modules.moe import MixtureOfExperts, pointwise
+from rainmer.archs.modules.moe import MixtureOfExperts
+from rainmer.archs.modules.ops import conv1x1_per_image
 from rainmer.archs.modules.transformer import FeedForward
 from rainmer.archs.rainmer_arch import Rainmer
 
@@ -68,14 +69,30 @@ def test_fast_msfn_equals_plain_msfn(dim, channels_last):
     _assert_same(plain, _forward_backward(ffn, [x]))
 
 
+@pytest.mark.parametrize('dim', [6, 10])
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_fast_msfn_without_autograd_equals_plain_msfn(dim, channels_last):
+    """The inference evaluation fuses the ReLUs (oneDNN post-op, _add_relu): same output as the plain MSFN."""
+    torch.manual_seed(0)
+    ffn = FeedForward(dim, 2.66, bias=True)
+    x = torch.randn(2, dim, 9, 7)
+    with torch.no_grad():
+        ffn.fast = False
+        expected = ffn(x)
+        ffn.fast = True
+        out = ffn(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-4)
+    assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
 def test_pointwise_matches_conv_on_both_layouts():
     torch.manual_seed(0)
     x = torch.randn(2, 5, 4, 3)
     weight = torch.randn(7, 5)
     expected = torch.nn.functional.conv2d(x, weight[:, :, None, None])
     for inp in (x, x.contiguous(memory_format=torch.channels_last)):
-        torch.testing.assert_close(pointwise(inp, weight), expected)
-        torch.testing.assert_close(pointwise(inp, weight, accumulate=expected.clone()), 2 * expected)
+        torch.testing.assert_close(conv1x1_per_image(inp, weight), expected)
+        torch.testing.assert_close(conv1x1_per_image(inp, weight, accumulate=expected.clone()), 2 * expected)
 
 
 def _tiny_pair(**fast_switches):

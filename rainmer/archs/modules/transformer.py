@@ -3,6 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rainmer.archs.modules.msfn import msfn_fast
 from rainmer.archs.modules.tksa import TopKSparseAttention
 
 
@@ -56,58 +57,10 @@ class FeedForward(nn.Module):
         second = F.relu(self.dwconv5x5_1(torch.cat([second_3, second_5], dim=1)))
         return self.project_out(torch.cat([first, second], dim=1))
 
-
     def forward_fast(self, x: Tensor) -> Tensor:
-        """Same output, faster on CPU: the 2-inputs-per-group convs (``dwconv*_1``) run as depthwise convs whose
-        even and odd input channels are summed (:func:`pair_sum_conv`); ``project_in`` and the first depthwise
-        convs get their channels permuted (weights only) so that those even/odd inputs are contiguous slices."""
-        hidden = self.dwconv3x3_1.out_channels
-        order = _pair_order(hidden, x.device)
-        x = F.conv2d(x, self.project_in.weight[order], _take(self.project_in.bias, order))
-        a3 = F.conv2d(x, self.dwconv3x3.weight[order], _take(self.dwconv3x3.bias, order), padding=1,
-                      groups=2 * hidden)
-        a5 = F.conv2d(x, self.dwconv5x5.weight[order], _take(self.dwconv5x5.bias, order), padding=2,
-                      groups=2 * hidden)
-        del x
-        inputs = []
-        for half in (0, 1):
-            blocks3, blocks5 = _pair_blocks(a3, hidden, half), _pair_blocks(a5, hidden, half)
-            if hidden % 2:  # a5's channels sit at odd offsets in the concatenation: parities swap
-                blocks5 = blocks5[::-1]
-            # ReLU commutes with the concatenation: one in-place pass over the copy instead of two over a3, a5
-            inputs.append(F.relu(torch.cat([blocks3[0], blocks5[0], blocks3[1], blocks5[1]], dim=1), inplace=True))
-        del a3, a5, blocks3, blocks5  # free the first stage before the second (peak memory)
-        first = pair_sum_conv(inputs.pop(0), self.dwconv3x3_1)
-        second = pair_sum_conv(inputs.pop(0), self.dwconv5x5_1)
-        return self.project_out(F.relu(torch.cat([first, second], dim=1), inplace=True))
-
-
-def _take(bias: Tensor | None, order: Tensor) -> Tensor | None:
-    return None if bias is None else bias[order]
-
-
-def _pair_order(hidden: int, device: torch.device) -> Tensor:
-    """Hidden-channel permutation: per half (first, second), the even channels of the half, then the odd ones."""
-    half = torch.arange(hidden, device=device)
-    one = torch.cat([half[0::2], half[1::2]])
-    return torch.cat([one, one + hidden])
-
-
-def _pair_blocks(a: Tensor, hidden: int, half: int) -> tuple[Tensor, Tensor]:
-    """The (even, odd) channel blocks of ``half`` in a tensor permuted by :func:`_pair_order`."""
-    evens = (hidden + 1) // 2
-    start = half * hidden
-    return a[:, start:start + evens], a[:, start + evens:start + hidden]
-
-
-def pair_sum_conv(evens_odds: Tensor, conv: nn.Conv2d) -> Tensor:
-    """``conv`` (2C -> C, groups C, 2 inputs per group) applied to an input given as its even channels then its odd
-    channels: one depthwise conv with the same taps, then output c = channel c + channel C + c."""
-    channels = conv.out_channels
-    weight = conv.weight.transpose(0, 1).reshape(2 * channels, 1, *conv.kernel_size)
-    out = F.conv2d(evens_odds, weight, padding=conv.padding, groups=2 * channels)
-    out = out[:, :channels] + out[:, channels:]
-    return out if conv.bias is None else out + conv.bias[:, None, None]
+        """Same output from the same parameters, without the 2-inputs-per-group convs and the concatenations
+        (:mod:`rainmer.archs.modules.msfn`)."""
+        return msfn_fast(self, x)
 
 
 class TransformerBlock(nn.Module):

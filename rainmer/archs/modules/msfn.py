@@ -1,0 +1,111 @@
+"""Fast evaluation of DRSformer's MSFN (:class:`~rainmer.archs.modules.transformer.FeedForward`) from its own
+parameters.
+
+The public MSFN computes ``x = project_in(x)``, ``a3 = ReLU(dw3(x))``, ``a5 = ReLU(dw5(x))``. Its second stage
+concatenates the first halves of a3 and a5 (and the second halves) and applies convs with two input channels per
+group (``dwconv3x3_1``, ``dwconv5x5_1``). PyTorch runs those slowly, and the concatenations copy every pixel.
+
+Here every half is its own tensor (``project_in`` as two 1x1 convs), and the second stage is depthwise: each
+channel of a3 and a5 feeds exactly one group, so ``dwconv3x3_1`` becomes a depthwise 3x3 conv on a3's first half
+and one on a5's first half (``dwconv5x5_1`` likewise on the second halves), and each group's output is the sum of
+two channels of those results. The output channels of ``project_in``, ``dw3`` and ``dw5`` are permuted (per half:
+even channels, then odd ones), so the two channels of every group sit at the same offset of two contiguous
+blocks. The group sums are additions of blocks, in group order for ``project_out``. Without autograd the ReLUs are
+fused into the convolutions and the additions (oneDNN's ReLU post-op, ``_add_relu``).
+"""
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rainmer.archs.modules.ops import conv1x1, use_onednn
+
+
+def pair_order(hidden: int, device: torch.device) -> Tensor:
+    """Permutation of one half's ``hidden`` channels: the even channels, then the odd ones."""
+    half = torch.arange(hidden, device=device)
+    return torch.cat([half[0::2], half[1::2]])
+
+
+def _take(bias: Tensor | None, index: Tensor) -> Tensor | None:
+    return None if bias is None else bias[index]
+
+
+def _branch_weights(conv: nn.Conv2d, order: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """A second-stage conv as depthwise weights and biases for its a3 half and its a5 half (both permuted).
+
+    Concatenation channel i (a3's half, then a5's) is weighted by ``conv.weight[i // 2, i % 2]``. The group
+    bias goes to one of its group's two channels (see :func:`_group_sums`), zero to the other.
+    """
+    hidden = conv.out_channels
+    per_channel = conv.weight.reshape(2 * hidden, 1, *conv.kernel_size)
+    kernel_a3, kernel_a5 = per_channel[order], per_channel[hidden + order]
+    if conv.bias is None:
+        return kernel_a3, kernel_a5, None, None
+    evens, odds = (hidden + 1) // 2, hidden // 2
+    bias = conv.bias
+    bias_a3 = torch.cat([bias[:evens], bias.new_zeros(odds)])
+    if hidden % 2:
+        bias_a5 = torch.cat([bias.new_zeros(evens), bias[odds + 1:]])
+    else:
+        bias_a5 = torch.cat([bias[odds:], bias.new_zeros(odds)])
+    return kernel_a3, kernel_a5, bias_a3, bias_a5
+
+
+def _group_sums(d3: Tensor, d5: Tensor, hidden: int) -> list[tuple[Tensor, Tensor]]:
+    """The (a, b) channel blocks of one branch whose sums a + b are its groups, in group order.
+
+    The blocks come from one ``split`` of d3 and one of d5, whose backward is one concatenation (slicing would
+    zero-fill a full-size gradient per slice).
+    """
+    evens, odds = (hidden + 1) // 2, hidden // 2
+    if hidden % 2 == 0:  # a3's pairs (2k, 2k+1), then a5's pairs (2k, 2k+1)
+        return [tuple(d3.split([evens, odds], dim=1)), tuple(d5.split([evens, odds], dim=1))]
+    # a3's pairs (2k, 2k+1); a3's last channel with a5's first; a5's pairs (2k+1, 2k+2)
+    even3, last3, odd3 = d3.split([odds, 1, odds], dim=1)
+    first5, even5, odd5 = d5.split([1, odds, odds], dim=1)
+    return [(even3, odd3), (last3, first5), (odd5, even5)]
+
+
+def _conv_relu(x: Tensor, weight: Tensor, bias: Tensor | None, fused: bool) -> Tensor:
+    """ReLU(depthwise conv), padded to keep the size."""
+    padding = weight.shape[-1] // 2
+    if fused:
+        return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, [padding] * 2, [1, 1], [1, 1],
+                                                       weight.shape[0], 'relu', [], '')
+    return F.relu(F.conv2d(x, weight, bias, padding=padding, groups=weight.shape[0]), inplace=True)
+
+
+def _depthwise(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=weight.shape[0])
+
+
+def msfn_fast(ffn: nn.Module, x: Tensor) -> Tensor:
+    """``ffn(x)`` of a FeedForward through the evaluation in the module docs (same parameters, same output)."""
+    hidden = ffn.dwconv3x3_1.out_channels
+    order = pair_order(hidden, x.device)
+    no_grad = not (torch.is_grad_enabled() and (x.requires_grad or ffn.project_in.weight.requires_grad))
+    fused = no_grad and use_onednn(x)
+    channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    pairs = []
+    for half, conv in enumerate((ffn.dwconv3x3_1, ffn.dwconv5x5_1)):
+        index = order + half * hidden
+        x_half = conv1x1(x, ffn.project_in.weight[index], _take(ffn.project_in.bias, index))
+        a3 = _conv_relu(x_half, ffn.dwconv3x3.weight[index], _take(ffn.dwconv3x3.bias, index), fused)
+        a5 = _conv_relu(x_half, ffn.dwconv5x5.weight[index], _take(ffn.dwconv5x5.bias, index), fused)
+        del x_half
+        kernel_a3, kernel_a5, bias_a3, bias_a5 = _branch_weights(conv, order)
+        pairs += _group_sums(_depthwise(a3, kernel_a3, bias_a3), _depthwise(a5, kernel_a5, bias_a5), hidden)
+        del a3, a5
+    if fused:  # fp32 on CPU without autograd: add + ReLU written straight into the project_out input
+        first = pairs[0][0]
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        joined = torch.empty(first.shape[0], 2 * hidden, *first.shape[2:], dtype=first.dtype, device=first.device,
+                             memory_format=layout)
+        start = 0
+        for a, b in pairs:
+            torch.ops.aten._add_relu(a, b, out=joined[:, start:start + a.shape[1]])
+            start += a.shape[1]
+    else:
+        joined = F.relu(torch.cat([a + b for a, b in pairs], dim=1), inplace=True)
+    del pairs
+    return conv1x1(joined, ffn.project_out.weight, ffn.project_out.bias)
