@@ -95,6 +95,9 @@ def rainmer_main(argv: list[str] | None = None) -> int:
     if argv[0] not in RAINMER_TOOLS:
         print(f"error: unknown tool '{argv[0]}'\n\n{usage}", file=sys.stderr)
         return 2
+    from rainmer.utils.allocator import tune_malloc
+
+    tune_malloc()
     module = importlib.import_module(RAINMER_TOOLS[argv[0]][0])
     return int(module.main(argv[1:]) or 0)
 

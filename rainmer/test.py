@@ -22,6 +22,7 @@ from basicsr.utils import get_env_info, get_root_logger, get_time_str, make_exp_
 from basicsr.utils.options import dict2str  # noqa: E402
 
 from rainmer.options import add_toolbox_flags, parse_options  # noqa: E402
+from rainmer.utils.allocator import tune_malloc  # noqa: E402
 
 
 def metric_table(results: dict[str, dict[str, float]]) -> str:
@@ -39,6 +40,7 @@ def metric_table(results: dict[str, dict[str, float]]) -> str:
 def test_pipeline(args: argparse.Namespace, root_path: str | None = None) -> dict[str, dict[str, float]]:
     """Test from parsed flags; results go under ``root_path/results/<name>``. Returns the metrics per set."""
     root_path = osp.abspath(root_path or os.getcwd())
+    tune_malloc()  # reuse activation memory between steps (rainmer/utils/allocator.py)
     opt = parse_options(args, root_path, is_train=False)
     torch.backends.cudnn.benchmark = True
     make_exp_dirs(opt)

@@ -37,6 +37,7 @@ from basicsr.utils.options import copy_opt_file, dict2str  # noqa: E402
 from rainmer.compat.checkpoint import load_resume_state  # noqa: E402
 from rainmer.data_loading import create_train_val_dataloaders  # noqa: E402
 from rainmer.options import add_toolbox_flags, parse_options  # noqa: E402
+from rainmer.utils.allocator import tune_malloc  # noqa: E402
 from rainmer.utils.rng import restore_rng_states  # noqa: E402
 
 
@@ -115,6 +116,7 @@ def _restore_rng(resume_state: dict, opt: dict, logger) -> None:
 def train_pipeline(args: argparse.Namespace, root_path: str | None = None) -> int:
     """Train from parsed flags; experiments and tb_logger go under ``root_path`` (default: current folder)."""
     root_path = osp.abspath(root_path or os.getcwd())
+    tune_malloc()  # reuse activation memory between steps (rainmer/utils/allocator.py)
     opt = parse_options(args, root_path, is_train=True)
     opt['root_path'] = root_path
     torch.backends.cudnn.benchmark = True

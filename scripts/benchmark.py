@@ -2,7 +2,8 @@
 
 * plain: ``chained_topk=True`` (the public code's TKSA), plain-loop TKSA, one module per MoE expert, plain MSFN,
   NCHW tensors: the public implementation's computation, op for op.
-* fast: the same weights with every fast path on (fused experts, fast MSFN, one-matmul TKSA, channels_last).
+* fast: the same weights with every fast path on (fused experts, fast MSFN, fast TKSA, channels_last, 1x1 convs
+  on oneDNN).
 
 For every mode ('inference': a no-grad forward of ``--batch`` images; 'train': one optimisation step of
 ``forward_train`` with ``--n-neg`` negatives per view, loss and backward, AdamW) both variants are timed
@@ -30,17 +31,18 @@ import torch
 import torch.nn.functional as F
 
 from rainmer.archs.rainmer_arch import Rainmer
+from rainmer.utils.allocator import tune_malloc
 
 PLAIN = dict(fast_tksa=False, fused_experts=False, fast_ffn=False, channels_last=False)
 FAST = dict(fast_tksa=True, fused_experts=True, fast_ffn=True, channels_last=True)
 VIEWS = ('chromatic', 'degradation', 'detail')
 
 
-def build_pair(arch: dict, device: torch.device) -> dict[str, Rainmer]:
-    """Plain and fast Rainmer with the same weights (reference TKSA semantics)."""
+def build_pair(arch: dict, device: torch.device, chained: bool = True) -> dict[str, Rainmer]:
+    """Plain and fast Rainmer with the same weights (chained top-k: the public code's TKSA)."""
     torch.manual_seed(0)
-    plain = Rainmer(**arch, chained_topk=True, **PLAIN).to(device)
-    fast = Rainmer(**arch, chained_topk=True, **FAST).to(device)
+    plain = Rainmer(**arch, chained_topk=chained, **PLAIN).to(device)
+    fast = Rainmer(**arch, chained_topk=chained, **FAST).to(device)
     fast.load_state_dict(plain.state_dict())
     return {'plain': plain, 'fast': fast}
 
@@ -110,7 +112,7 @@ def _rss_kib(field: str) -> int:
 
 
 def time_modes(args: argparse.Namespace, size: int, device: torch.device) -> list[dict]:
-    nets = build_pair(_arch(args), device)
+    nets = build_pair(_arch(args), device, args.topk == 'chained')
     rows = []
     for mode in args.modes:
         data = make_batch(args.batch, size, args.prompt_size, args.n_neg, device)
@@ -141,7 +143,8 @@ def time_modes(args: argparse.Namespace, size: int, device: torch.device) -> lis
 def measure_memory(args: argparse.Namespace, size: int, mode: str, variant: str, device: torch.device) -> float:
     """Peak extra memory (MiB) of one step, in this (fresh) process."""
     torch.manual_seed(0)
-    net = Rainmer(**_arch(args), chained_topk=True, **(PLAIN if variant == 'plain' else FAST)).to(device)
+    paths = PLAIN if variant == 'plain' else FAST
+    net = Rainmer(**_arch(args), chained_topk=args.topk == 'chained', **paths).to(device)
     data = make_batch(args.batch, size, args.prompt_size, args.n_neg, device)
     step = make_step(net, mode, data)
     if device.type == 'cuda':
@@ -184,9 +187,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('--arch', default=None, help='Rainmer options as JSON (default: the paper sizes)')
     parser.add_argument('--memory', action='store_true', help='peak memory per variant, each in a subprocess')
     parser.add_argument('--json', default=None, help='write the rows here')
+    parser.add_argument('--topk', choices=['chained', 'independent'], default='chained',
+                        help="TKSA masks: 'chained' (the public code, the reference behaviour) or 'independent' "
+                             '(the paper). Chained masks choose among tied zeros by torch.topk\'s internal order, '
+                             'so rounding-level differences can change that choice (docs/speed.md)')
+    parser.add_argument('--malloc', choices=['tuned', 'default'], default='tuned',
+                        help="glibc malloc: 'tuned' as the training/test pipelines run (rainmer/utils/allocator.py), "
+                             "or glibc's defaults; both variants run under the same setting")
     parser.add_argument('--_memory-of', nargs=3, default=None, help=argparse.SUPPRESS)
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    malloc_tuned = args.malloc == 'tuned' and tune_malloc()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -194,10 +205,12 @@ def main(argv: list[str] | None = None) -> None:
         size, mode, variant = args._memory_of
         print(measure_memory(args, int(size), mode, variant, device))
         return
-    rows = [row for size in args.sizes for row in time_modes(args, size, device)]
+    # peak memory first, each in a fresh subprocess, while this process is still small: with tuned malloc this
+    # process keeps the memory of its timed steps for reuse, and both may not fit in RAM at once
     peaks = memory_table(args, [a for a in argv if a != '--memory']) if args.memory else {}
+    rows = [row for size in args.sizes for row in time_modes(args, size, device)]
     print(f'device {device}, threads {torch.get_num_threads()}, batch {args.batch}, n_neg {args.n_neg}, '
-          f'repeat {args.repeat} (medians)')
+          f'repeat {args.repeat} (medians), top-k {args.topk}, malloc {"tuned" if malloc_tuned else "default"}')
     print('| mode | size | variant | median s | images/s | speed-up vs plain | CPU s | CPU-time speed-up | peak MiB '
           '| max abs diff |')
     print('|---|---|---|---|---|---|---|---|---|---|')

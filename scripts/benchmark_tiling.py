@@ -19,6 +19,7 @@ import torch
 
 from rainmer.archs.rainmer_arch import Rainmer
 from rainmer.models.tiling import tile_starts, tiled_forward
+from rainmer.utils.allocator import tune_malloc
 
 
 class _TileBudgetReached(Exception):
@@ -41,7 +42,11 @@ def main() -> None:
     parser.add_argument('--overlap', type=int, default=32)
     parser.add_argument('--max-tiles', type=int, default=None, help='stop after this many tiles')
     parser.add_argument('--threads', type=int, default=None)
+    parser.add_argument('--malloc', choices=['tuned', 'default'], default='tuned',
+                        help="glibc malloc: 'tuned' as 'basicsr test' runs (rainmer/utils/allocator.py) or default")
     args = parser.parse_args()
+    if args.malloc == 'tuned':
+        tune_malloc()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
