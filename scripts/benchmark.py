@@ -30,6 +30,7 @@ import rainmer  # noqa: F401  (its compat shim must load before basicsr)
 import torch
 import torch.nn.functional as F
 
+from rainmer.archs.modules.tksa import DEFAULT_SPARSE_RATES
 from rainmer.archs.rainmer_arch import Rainmer
 from rainmer.utils.allocator import tune_malloc
 
@@ -131,13 +132,31 @@ def time_modes(args: argparse.Namespace, size: int, device: torch.device) -> lis
                 _sync(device)
                 times[name].append(time.perf_counter() - start)
                 cpu_times[name].append(time.process_time() - start_cpu)
+        dense_diff = dense_topk_diff(args, size, mode, device) if args.dense_check else None
         plain, plain_cpu = statistics.median(times['plain']), statistics.median(cpu_times['plain'])
         for name, values in times.items():
             median, cpu = statistics.median(values), statistics.median(cpu_times[name])
             rows.append(dict(mode=mode, size=size, variant=name, median_s=median, runs_s=values, cpu_s=cpu,
                              images_per_s=args.batch / median, speedup=plain / median, cpu_speedup=plain_cpu / cpu,
-                             max_abs_diff=diff if name == 'fast' else None))
+                             max_abs_diff=diff if name == 'fast' else None,
+                             dense_topk_diff=dense_diff if name == 'fast' else None))
     return rows
+
+
+def dense_topk_diff(args: argparse.Namespace, size: int, mode: str, device: torch.device) -> float:
+    """Max abs difference of plain and fast with every sparse rate 1 (top-k keeps all: a continuous network).
+
+    Top-k selection is discontinuous: where two attention scores of a row are within rounding of each other at a
+    rank boundary, any change of rounding (a GEMM library, a thread count, a fused op) can keep the other one.
+    A randomly initialised network has near-uniform attention and such near-ties in most rows, so the timed
+    networks' difference can be that of one flipped choice (about 1e-2). With rates 1 nothing is selected, and
+    the difference measures everything else.
+    """
+    arch = dict(_arch(args), sparse_rates=('1',) * len(DEFAULT_SPARSE_RATES))
+    nets = build_pair(arch, device, args.topk == 'chained')
+    data = make_batch(args.batch, size, args.prompt_size, args.n_neg, device)
+    outputs = {name: make_step(net, mode, data)() for name, net in nets.items()}
+    return (outputs['fast'].float() - outputs['plain'].float()).abs().max().item()
 
 
 def measure_memory(args: argparse.Namespace, size: int, mode: str, variant: str, device: torch.device) -> float:
@@ -191,6 +210,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="TKSA masks: 'chained' (the public code, the reference behaviour) or 'independent' "
                              '(the paper). Chained masks choose among tied zeros by torch.topk\'s internal order, '
                              'so rounding-level differences can change that choice (docs/speed.md)')
+    parser.add_argument('--dense-check', action='store_true',
+                        help='also compare plain and fast with every sparse rate 1 (no top-k selection; see '
+                             'dense_topk_diff)')
     parser.add_argument('--malloc', choices=['tuned', 'default'], default='tuned',
                         help="glibc malloc: 'tuned' as the training/test pipelines run (rainmer/utils/allocator.py), "
                              "or glibc's defaults; both variants run under the same setting")
@@ -212,15 +234,16 @@ def main(argv: list[str] | None = None) -> None:
     print(f'device {device}, threads {torch.get_num_threads()}, batch {args.batch}, n_neg {args.n_neg}, '
           f'repeat {args.repeat} (medians), top-k {args.topk}, malloc {"tuned" if malloc_tuned else "default"}')
     print('| mode | size | variant | median s | images/s | speed-up vs plain | CPU s | CPU-time speed-up | peak MiB '
-          '| max abs diff |')
-    print('|---|---|---|---|---|---|---|---|---|---|')
+          '| max abs diff | max abs diff, rates 1 |')
+    print('|---|---|---|---|---|---|---|---|---|---|---|')
     for row in rows:
         peak = peaks.get((row['size'], row['mode'], row['variant']))
         row['peak_mib'] = peak
         diff = '' if row['max_abs_diff'] is None else f"{row['max_abs_diff']:.1e}"
+        dense = '' if row['dense_topk_diff'] is None else f"{row['dense_topk_diff']:.1e}"
         print(f"| {row['mode']} | {row['size']} | {row['variant']} | {row['median_s']:.3f} | "
               f"{row['images_per_s']:.2f} | {row['speedup']:.2f}x | {row['cpu_s']:.3f} | {row['cpu_speedup']:.2f}x | "
-              f"{'' if peak is None else f'{peak:.0f}'} | {diff} |")
+              f"{'' if peak is None else f'{peak:.0f}'} | {diff} | {dense} |")
     if args.json:
         with open(args.json, 'w') as handle:
             json.dump(rows, handle, indent=1)

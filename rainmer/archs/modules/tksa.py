@@ -147,19 +147,18 @@ class TopKSparseAttention(nn.Module):
     def forward_fast(self, x: Tensor) -> Tensor:
         """Same output as the plain forward, in fewer passes over the pixels and on either memory layout.
 
-        * with independent masks, q and k are not normalised: A = (q k^T) / (|q| |k|^T), from their Gram matrix
-          and norms. Chained masks keep the plain computation of A: their choice among tied zeros depends on
-          every comparison inside ``torch.topk``, so A must round exactly as the plain path rounds it;
+        * q and k are not normalised: A = (q k^T) / (|q| |k|^T), from their Gram matrix and norms. A rounds
+          differently from the plain path, and so do the layers before it; where two scores of a row are within
+          rounding of each other at a top-k boundary, either path may keep the other one (docs/speed.md);
         * the rates' matrices are summed into one M per head (:func:`sparse_attention_matrix`), and M is folded
           into ``project_out``: the output is one 1x1 conv of v with ``W_out @ blockdiag(M)`` per image.
         """
         b, c, h, w = x.shape
         qkv = self.qkv_dwconv(conv1x1(x, self.qkv.weight, self.qkv.bias))
+        attn = self._scores_from_gram(qkv[:, :c], qkv[:, c:2 * c])
         if self.chained_topk:
-            attn = self._scores(qkv[:, :c], qkv[:, c:2 * c])
             mix = sparse_attention_matrix_chained(attn, self.counts, self.rate_weights())
         else:
-            attn = self._scores_from_gram(qkv[:, :c], qkv[:, c:2 * c])
             mix = sparse_attention_matrix(attn, self.counts, self.rate_weights())
         heads, d = self.num_heads, c // self.num_heads
         out_weight = self.project_out.weight.view(c, heads, d).transpose(0, 1)  # [heads, C_out, d]
@@ -167,13 +166,6 @@ class TopKSparseAttention(nn.Module):
         out = conv1x1_per_image(qkv[:, 2 * c:], combined)
         bias = self.project_out.bias
         return out if bias is None else out + bias[:, None, None]
-
-    def _scores(self, q: Tensor, k: Tensor) -> Tensor:
-        """A [B, heads, C, C] exactly as the plain forward computes it (from q, k [B, C, H, W])."""
-        b, c, h, w = q.shape
-        q = F.normalize(q.reshape(b, self.num_heads, c // self.num_heads, h * w), dim=-1)
-        k = F.normalize(k.reshape(b, self.num_heads, c // self.num_heads, h * w), dim=-1)
-        return (q @ k.transpose(-2, -1)) * self.temperature
 
     def _scores_from_gram(self, q: Tensor, k: Tensor) -> Tensor:
         """A [B, heads, C, C] from the Gram matrix of q and k and their norms (no normalised copies)."""
