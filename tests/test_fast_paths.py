@@ -55,6 +55,20 @@ def test_fused_experts_equal_plain_experts(channels_last):
         assert moe(x).is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_fused_experts_without_autograd_equal_plain_experts(channels_last):
+    """Without autograd the fused stages also fuse their ReLUs (oneDNN post-op, _add_relu)."""
+    torch.manual_seed(0)
+    moe = MixtureOfExperts(6)
+    x = torch.randn(3, 6, 12, 10)
+    with torch.no_grad():
+        _set_fused(moe, False)
+        expected = moe(x)
+        _set_fused(moe, True)
+        out = moe(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize('dim', [6, 10])  # hidden channels 15 (odd) and 26 (even)
 @pytest.mark.parametrize('channels_last', [False, True])
 def test_fast_msfn_equals_plain_msfn(dim, channels_last):

@@ -26,8 +26,24 @@ def conv1x1(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     return F.conv2d(x, weight, bias)
 
 
-def _needs_grad(*tensors: Tensor) -> bool:
-    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+def _needs_grad(*tensors: Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def conv1x1_relu(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``ReLU(conv1x1(x, weight, bias))``; without autograd on fp32 CPU one oneDNN op (ReLU post-op)."""
+    if use_onednn(x) and weight.dtype == x.dtype and not _needs_grad(x, weight, bias):
+        weight = weight[:, :, None, None] if weight.dim() == 2 else weight
+        return torch.ops.mkldnn._convolution_pointwise(x, weight.contiguous(), bias, [0, 0], [1, 1], [1, 1], 1,
+                                                       'relu', [], '')
+    return F.relu(conv1x1(x, weight, bias), inplace=True)
+
+
+def add_relu(a: Tensor, b: Tensor) -> Tensor:
+    """``ReLU(a + b)``; without autograd on fp32 CPU in one pass."""
+    if use_onednn(a) and a.dtype == b.dtype and not _needs_grad(a, b):
+        return torch.ops.aten._add_relu(a, b)
+    return F.relu(a + b, inplace=True)
 
 
 def _is_channels_last(x: Tensor) -> bool:
