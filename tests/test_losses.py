@@ -10,13 +10,12 @@ import torch.nn.functional as F
 from basicsr.losses import build_loss
 from skimage.metrics import structural_similarity
 
+from rainmer.archs.modules.contrastive import contrastive_logits, merge_logits
 from rainmer.losses.rainmer_loss import (
     InfoNCELoss,
     MultiViewContrastiveLoss,
     SSIMLoss,
-    contrastive_logits,
     gaussian_window,
-    merge_logits,
     ssim_map,
 )
 

@@ -9,14 +9,12 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor
 
 from rainmer.archs.modules.backbone import SparseTransformerBackbone, pad_to_multiple
-from rainmer.archs.modules.contrastive import contrastive_logits, merge_logits
+from rainmer.archs.modules.contrastive import JOINT_VIEW, contrastive_logits, merge_logits
 from rainmer.archs.modules.encoder import PROMPT_VIEWS, VIEW_PROJECTOR, VIEWS, RepresentationEncoder
 from rainmer.archs.modules.fusion import LocalKnowledgeFusion
 from rainmer.archs.modules.moe import ExpertStage
 from rainmer.archs.modules.tksa import DEFAULT_SPARSE_RATES, TopKSparseAttention
 from rainmer.archs.modules.transformer import FeedForward
-
-JOINT_VIEW = 'degradation_detail'
 
 
 def _canonical_views(views: Sequence[str]) -> tuple[str, ...]:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import Tensor, nn
 
-from rainmer.archs.modules.contrastive import contrastive_logits, merge_logits  # noqa: F401  (the logits' home)
+from rainmer.archs.modules.contrastive import degradation_detail_logits
 
 _REDUCTIONS = ('none', 'mean', 'sum')
 
@@ -111,20 +111,14 @@ class InfoNCELoss(nn.Module):
 class MultiViewContrastiveLoss(InfoNCELoss):
     """Rainmer's contrastive term ``L_chromatic + L_degradation+detail`` from a dict of per-view logits.
 
-    Degradation and detail share one softmax (:func:`merge_logits`); a view that is absent (ablations) is skipped,
-    and degradation or detail alone gets its own cross-entropy.
+    Degradation and detail share one softmax (:func:`~rainmer.archs.modules.contrastive.merge_logits`); a view
+    that is absent (ablations) is skipped, and degradation or detail alone gets its own cross-entropy.
 
     Args: as :class:`InfoNCELoss`.
     """
 
     def forward(self, logits: dict[str, Tensor], **kwargs) -> Tensor:
-        groups = []
-        if 'chromatic' in logits:
-            groups.append(logits['chromatic'])
-        if 'degradation' in logits and 'detail' in logits:
-            groups.append(merge_logits(logits['degradation'], logits['detail']))
-        else:
-            groups.extend(logits[view] for view in ('degradation', 'detail') if view in logits)
+        groups = [group for group in (logits.get('chromatic'), degradation_detail_logits(logits)) if group is not None]
         if not groups:
             raise ValueError(f'No known view among the logits: {sorted(logits)}')
         return sum(super(MultiViewContrastiveLoss, self).forward(group) for group in groups)

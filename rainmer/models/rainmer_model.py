@@ -14,8 +14,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from rainmer.archs.modules.contrastive import merge_logits
-from rainmer.archs.rainmer_arch import JOINT_VIEW
+from rainmer.archs.modules.contrastive import degradation_detail_logits
 from rainmer.models.multiview import NegativeArchive, build_multiview_batch
 from rainmer.models.tiling import tiled_forward
 
@@ -139,7 +138,7 @@ class RainmerModel(SRModel):
         if 'l_chromatic' in self.losses and 'chromatic' in logits:
             terms['l_chromatic'] = self.losses['l_chromatic'](logits['chromatic'])
         if 'l_degradation_detail' in self.losses:
-            joint = _joint_degradation_detail(logits)
+            joint = degradation_detail_logits(logits)
             if joint is not None:
                 terms['l_degradation_detail'] = self.losses['l_degradation_detail'](joint)
         return terms
@@ -285,15 +284,6 @@ class RainmerModel(SRModel):
                 for name, value in values.items():
                     tb_logger.add_scalar(f'metrics/{dataset_name}/{label}/{name}', value, current_iter)
         get_root_logger().info('\n'.join(lines))
-
-
-def _joint_degradation_detail(logits: dict):
-    """[pos_deg + pos_det, negs_deg, negs_det] when both views exist, else the one that does."""
-    if JOINT_VIEW in logits:  # Rainmer.forward_train already joined them
-        return logits[JOINT_VIEW]
-    if 'degradation' in logits and 'detail' in logits:
-        return merge_logits(logits['degradation'], logits['detail'])
-    return logits.get('degradation', logits.get('detail'))
 
 
 def _to_float(value):

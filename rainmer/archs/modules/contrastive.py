@@ -3,6 +3,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+JOINT_VIEW = 'degradation_detail'  # the logits key of degradation and detail in one softmax
+
 
 def contrastive_logits(query: Tensor, key: Tensor, negatives: Tensor, temperature: float = 1.0) -> Tensor:
     """``[pos, neg_1..neg_n] / temperature`` with the positive at index 0.
@@ -28,3 +30,13 @@ def contrastive_logits(query: Tensor, key: Tensor, negatives: Tensor, temperatur
 def merge_logits(first: Tensor, second: Tensor) -> Tensor:
     """Join two views into one softmax: ``[pos_1 + pos_2, negs_1, negs_2]`` (degradation and detail, DESIGN.md 4)."""
     return torch.cat([first[:, :1] + second[:, :1], first[:, 1:], second[:, 1:]], dim=1)
+
+
+def degradation_detail_logits(logits: dict[str, Tensor]) -> Tensor | None:
+    """The degradation+detail logits of a dict of per-view logits: the joined ones when present (``JOINT_VIEW``),
+    else both views merged, else the one view that exists (ablations), else None."""
+    if JOINT_VIEW in logits:
+        return logits[JOINT_VIEW]
+    if 'degradation' in logits and 'detail' in logits:
+        return merge_logits(logits['degradation'], logits['detail'])
+    return logits.get('degradation', logits.get('detail'))
