@@ -99,6 +99,27 @@ def test_fast_msfn_without_autograd_equals_plain_msfn(dim, channels_last):
     assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
 
 
+def test_fast_msfn_with_frozen_input_side_equals_plain_msfn():
+    """Only the second stage trains and the input needs no gradient: the fast path must still take its autograd
+    branch (the fused one writes into a buffer, which autograd cannot follow)."""
+    torch.manual_seed(0)
+    ffn = FeedForward(6, 2.66, bias=True)
+    for conv in (ffn.project_in, ffn.dwconv3x3, ffn.dwconv5x5):
+        conv.requires_grad_(False)
+    x = torch.randn(2, 6, 9, 7)
+    results = []
+    for fast in (False, True):
+        ffn.fast = fast
+        ffn.zero_grad(set_to_none=True)
+        out = ffn(x)
+        (out * torch.linspace(-1, 1, out.numel()).view(out.shape)).sum().backward()
+        results.append((out.detach(), {n: p.grad for n, p in ffn.named_parameters() if p.requires_grad}))
+    torch.testing.assert_close(results[1][0], results[0][0], atol=1e-5, rtol=1e-4)
+    assert results[0][1].keys() == results[1][1].keys() and results[0][1]
+    for name, grad in results[0][1].items():
+        torch.testing.assert_close(results[1][1][name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
 def test_pointwise_matches_conv_on_both_layouts():
     torch.manual_seed(0)
     x = torch.randn(2, 5, 4, 3)

@@ -48,11 +48,12 @@ class Rainmer(SparseTransformerBackbone):
         temperature: Temperature of the contrastive logits.
         chained_topk: Reproduce the public Rainmer code's TKSA (each rate selects its top-k from the previous
             rate's probabilities); needed for checkpoints trained with that code. Default: independent masks.
-        fast_tksa: One matmul with v per TKSA (False: the plain loop over rates; same weights, same outputs).
+        fast_tksa: One 1x1 conv of v per TKSA, with the rates' matrices and ``project_out`` folded into its weight
+            (False: the plain loop over rates; same weights, same function).
         fused_experts: Evaluate the MoE/MEFC experts with their last pointwise convs folded into the stage's
             output conv (False: one module per expert, as the public code; same weights, same outputs).
-        fast_ffn: Evaluate MSFN's 2-inputs-per-group convs as depthwise convs plus a pair sum (False: the plain
-            grouped convs; same weights, same outputs).
+        fast_ffn: Evaluate MSFN without its concatenations and 2-inputs-per-group convs (depthwise convs and
+            sums of channel pairs, ``rainmer/archs/modules/msfn.py``; False: the plain grouped convs; same weights).
         channels_last: Run on channels_last tensors (depthwise convs are several times faster on CPU this way);
             the output has the input's values, in channels_last memory layout.
     """

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rainmer.archs.modules.ops import add_relu, conv1x1_per_image, conv1x1_relu
+from rainmer.archs.modules.ops import add_relu, conv1x1_per_image, conv_relu
 
 EXPERTS = ('sep_conv_1x1', 'sep_conv_3x3', 'sep_conv_5x5', 'sep_conv_7x7',
            'dil_conv_3x3', 'dil_conv_5x5', 'dil_conv_7x7', 'avg_pool_3x3')
@@ -137,7 +137,7 @@ class ExpertStage(nn.Module):
                 feat = _depthwise_or_scale(x, dw1)
                 if dw1.kernel_size[0] == 1:
                     first = first * dw1.weight.flatten()[None, :]
-                feat = conv1x1_relu(feat, first.to(feat.dtype))
+                feat = conv_relu(feat, first.to(feat.dtype))
                 mix = mix @ second
                 if dw2.kernel_size[0] == 1:
                     mix = mix * dw2.weight.flatten()[None, :]
@@ -173,7 +173,7 @@ class ExpertStages(nn.Module):
             for index, stage in enumerate(self._ops):
                 x = F.relu(stage(x, weights[:, index]) + x)
             return x
-        x = conv1x1_relu(x, self.preprocess.op[0].weight)  # the fast evaluation: fused ReLUs, oneDNN
+        x = conv_relu(x, self.preprocess.op[0].weight)  # the fast evaluation: fused ReLUs, oneDNN
         for index, stage in enumerate(self._ops):
             x = add_relu(stage(x, weights[:, index]), x)
         return x

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rainmer.archs.modules.ops import conv1x1, use_onednn
+from rainmer.archs.modules.ops import conv1x1, conv_relu, fusable, is_channels_last
 
 
 def pair_order(hidden: int, device: torch.device) -> Tensor:
@@ -66,15 +66,6 @@ def _group_sums(d3: Tensor, d5: Tensor, hidden: int) -> list[tuple[Tensor, Tenso
     return [(even3, odd3), (last3, first5), (odd5, even5)]
 
 
-def _conv_relu(x: Tensor, weight: Tensor, bias: Tensor | None, fused: bool) -> Tensor:
-    """ReLU(depthwise conv), padded to keep the size."""
-    padding = weight.shape[-1] // 2
-    if fused:
-        return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, [padding] * 2, [1, 1], [1, 1],
-                                                       weight.shape[0], 'relu', [], '')
-    return F.relu(F.conv2d(x, weight, bias, padding=padding, groups=weight.shape[0]), inplace=True)
-
-
 def _depthwise(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=weight.shape[0])
 
@@ -83,22 +74,21 @@ def msfn_fast(ffn: nn.Module, x: Tensor) -> Tensor:
     """``ffn(x)`` of a FeedForward through the evaluation in the module docs (same parameters, same output)."""
     hidden = ffn.dwconv3x3_1.out_channels
     order = pair_order(hidden, x.device)
-    no_grad = not (torch.is_grad_enabled() and (x.requires_grad or ffn.project_in.weight.requires_grad))
-    fused = no_grad and use_onednn(x)
-    channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
     pairs = []
     for half, conv in enumerate((ffn.dwconv3x3_1, ffn.dwconv5x5_1)):
         index = order + half * hidden
         x_half = conv1x1(x, ffn.project_in.weight[index], _take(ffn.project_in.bias, index))
-        a3 = _conv_relu(x_half, ffn.dwconv3x3.weight[index], _take(ffn.dwconv3x3.bias, index), fused)
-        a5 = _conv_relu(x_half, ffn.dwconv5x5.weight[index], _take(ffn.dwconv5x5.bias, index), fused)
+        groups = x_half.shape[1]
+        a3 = conv_relu(x_half, ffn.dwconv3x3.weight[index], _take(ffn.dwconv3x3.bias, index), groups)
+        a5 = conv_relu(x_half, ffn.dwconv5x5.weight[index], _take(ffn.dwconv5x5.bias, index), groups)
         del x_half
         kernel_a3, kernel_a5, bias_a3, bias_a5 = _branch_weights(conv, order)
         pairs += _group_sums(_depthwise(a3, kernel_a3, bias_a3), _depthwise(a5, kernel_a5, bias_a5), hidden)
         del a3, a5
-    if fused:  # fp32 on CPU without autograd: add + ReLU written straight into the project_out input
-        first = pairs[0][0]
-        layout = torch.channels_last if channels_last else torch.contiguous_format
+    blocks = [block for pair in pairs for block in pair]
+    if fusable(*blocks):  # add + ReLU written straight into the project_out input
+        layout = torch.channels_last if is_channels_last(x) else torch.contiguous_format
+        first = blocks[0]
         joined = torch.empty(first.shape[0], 2 * hidden, *first.shape[2:], dtype=first.dtype, device=first.device,
                              memory_format=layout)
         start = 0
@@ -107,5 +97,5 @@ def msfn_fast(ffn: nn.Module, x: Tensor) -> Tensor:
             start += a.shape[1]
     else:
         joined = F.relu(torch.cat([a + b for a, b in pairs], dim=1), inplace=True)
-    del pairs
+    del pairs, blocks
     return conv1x1(joined, ffn.project_out.weight, ffn.project_out.bias)

@@ -30,23 +30,35 @@ def _needs_grad(*tensors: Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def conv1x1_relu(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``ReLU(conv1x1(x, weight, bias))``; without autograd on fp32 CPU one oneDNN op (ReLU post-op)."""
-    if use_onednn(x) and weight.dtype == x.dtype and not _needs_grad(x, weight, bias):
-        weight = weight[:, :, None, None] if weight.dim() == 2 else weight
-        return torch.ops.mkldnn._convolution_pointwise(x, weight.contiguous(), bias, [0, 0], [1, 1], [1, 1], 1,
-                                                       'relu', [], '')
-    return F.relu(conv1x1(x, weight, bias), inplace=True)
+def fusable(x: Tensor, *tensors: Tensor | None) -> bool:
+    """True where oneDNN's fused ops may run: fp32 CPU without autograd through ``x`` or ``tensors``."""
+    return (use_onednn(x) and all(t is None or t.dtype == x.dtype for t in tensors)
+            and not _needs_grad(x, *tensors))
+
+
+def conv_relu(x: Tensor, weight: Tensor, bias: Tensor | None = None, groups: int = 1) -> Tensor:
+    """``ReLU(conv(x))`` with 'same' padding (odd kernels; weight [O, I/groups, k, k], or [O, I] for a 1x1 conv);
+    one oneDNN op (ReLU post-op) where :func:`fusable`."""
+    if weight.dim() == 2:
+        weight = weight[:, :, None, None]
+    padding = weight.shape[-1] // 2
+    if fusable(x, weight, bias):
+        return torch.ops.mkldnn._convolution_pointwise(x, weight.contiguous(), bias, [padding] * 2, [1, 1], [1, 1],
+                                                       groups, 'relu', [], '')
+    if groups == 1 and padding == 0:
+        return F.relu(conv1x1(x, weight, bias), inplace=True)
+    return F.relu(F.conv2d(x, weight, bias, padding=padding, groups=groups), inplace=True)
 
 
 def add_relu(a: Tensor, b: Tensor) -> Tensor:
-    """``ReLU(a + b)``; without autograd on fp32 CPU in one pass."""
-    if use_onednn(a) and a.dtype == b.dtype and not _needs_grad(a, b):
+    """``ReLU(a + b)``; in one pass where :func:`fusable`."""
+    if fusable(a, b):
         return torch.ops.aten._add_relu(a, b)
     return F.relu(a + b, inplace=True)
 
 
-def _is_channels_last(x: Tensor) -> bool:
+def is_channels_last(x: Tensor) -> bool:
+    """True for a channels_last tensor that is not also contiguous (C > 1 or H * W > 1)."""
     return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
@@ -60,7 +72,7 @@ def conv1x1_per_image(x: Tensor, weight: Tensor, accumulate: Tensor | None = Non
     if weight.dim() == 2 or x.shape[0] == 1:
         out = conv1x1(x, weight if weight.dim() == 2 else weight[0])
         return out if accumulate is None else accumulate.add_(out)
-    if use_onednn(x) and not _needs_grad(x, weight) and (accumulate is None or accumulate.dtype == x.dtype):
+    if fusable(x, weight, accumulate):
         if accumulate is None:
             return torch.cat([conv1x1(x[index:index + 1], weight[index]) for index in range(x.shape[0])])
         for index in range(x.shape[0]):
@@ -72,9 +84,9 @@ def conv1x1_per_image(x: Tensor, weight: Tensor, accumulate: Tensor | None = Non
 def _batched_matmul(x: Tensor, weight: Tensor, accumulate: Tensor | None) -> Tensor:
     """:func:`conv1x1_per_image` as ``bmm``/``baddbmm_`` (channels_last stays channels_last)."""
     b, _, h, w = x.shape
-    if accumulate is not None and _is_channels_last(accumulate) != _is_channels_last(x):
+    if accumulate is not None and is_channels_last(accumulate) != is_channels_last(x):
         return accumulate.add_(_batched_matmul(x, weight, None))
-    if not _is_channels_last(x):
+    if not is_channels_last(x):
         cols = x.reshape(b, x.shape[1], h * w)
         if accumulate is not None:
             acc = accumulate.view(b, -1, h * w)

@@ -9,7 +9,8 @@ is soft-maxed, multiplied with v and weighted by a learnable scalar; the outputs
   matrix is decided by ``torch.topk``'s tie order, which is why this mode is evaluated literally.
 
 Both rate sums are linear in v, so ``sum_r w_r softmax_r(A) @ v == (sum_r w_r softmax_r(A)) @ v``: the fast
-paths build that one C x C matrix and do a single matmul with v (C x HW) instead of one per rate.
+paths build that one C x C matrix (:func:`sparse_attention_mix`) and fold it into ``project_out``, one 1x1 conv
+of v per image instead of one matmul per rate and the projection.
 """
 from collections.abc import Sequence
 from fractions import Fraction
@@ -83,12 +84,17 @@ def sparse_attention_matrix_chained(attn: Tensor, counts: Sequence[int], weights
     return mix
 
 
+def sparse_attention_mix(attn: Tensor, counts: Sequence[int], weights: Tensor, chained: bool = False) -> Tensor:
+    """``sum_r w_r softmax_r(A)``: the one matrix that replaces the per-rate matmuls with v."""
+    if chained:
+        return sparse_attention_matrix_chained(attn, counts, weights)
+    return sparse_attention_matrix(attn, counts, weights)
+
+
 def sparse_attention_fast(attn: Tensor, v: Tensor, counts: Sequence[int], weights: Tensor,
                           chained: bool = False) -> Tensor:
     """Same result as :func:`sparse_attention_plain` with a single matmul with v."""
-    if chained:
-        return sparse_attention_matrix_chained(attn, counts, weights) @ v
-    return sparse_attention_matrix(attn, counts, weights) @ v
+    return sparse_attention_mix(attn, counts, weights, chained) @ v
 
 
 class TopKSparseAttention(nn.Module):
@@ -150,16 +156,13 @@ class TopKSparseAttention(nn.Module):
         * q and k are not normalised: A = (q k^T) / (|q| |k|^T), from their Gram matrix and norms. A rounds
           differently from the plain path, and so do the layers before it; where two scores of a row are within
           rounding of each other at a top-k boundary, either path may keep the other one (docs/speed.md);
-        * the rates' matrices are summed into one M per head (:func:`sparse_attention_matrix`), and M is folded
+        * the rates' matrices are summed into one M per head (:func:`sparse_attention_mix`), and M is folded
           into ``project_out``: the output is one 1x1 conv of v with ``W_out @ blockdiag(M)`` per image.
         """
         b, c, h, w = x.shape
         qkv = self.qkv_dwconv(conv1x1(x, self.qkv.weight, self.qkv.bias))
         attn = self._scores_from_gram(qkv[:, :c], qkv[:, c:2 * c])
-        if self.chained_topk:
-            mix = sparse_attention_matrix_chained(attn, self.counts, self.rate_weights())
-        else:
-            mix = sparse_attention_matrix(attn, self.counts, self.rate_weights())
+        mix = sparse_attention_mix(attn, self.counts, self.rate_weights(), self.chained_topk)
         heads, d = self.num_heads, c // self.num_heads
         out_weight = self.project_out.weight.view(c, heads, d).transpose(0, 1)  # [heads, C_out, d]
         combined = (out_weight @ mix).transpose(1, 2).reshape(b, c, c)  # [B, C_out, C_in]
