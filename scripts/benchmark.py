@@ -28,11 +28,11 @@ import rainmer  # noqa: F401  (its compat shim must load before basicsr)
 
 # isort: split
 import torch
-import torch.nn.functional as F
 
 from rainmer.archs.modules.tksa import DEFAULT_SPARSE_RATES
 from rainmer.archs.rainmer_arch import Rainmer
 from rainmer.utils.allocator import tune_malloc
+from rainmer.utils.benchmarking import peak_memory_mib, proxy_training_loss, synchronize
 
 PLAIN = dict(fast_tksa=False, fused_experts=False, fast_ffn=False, channels_last=False)
 FAST = dict(fast_tksa=True, fused_experts=True, fast_ffn=True, channels_last=True)
@@ -64,10 +64,7 @@ def train_loss(net: Rainmer, data: dict, amp: str | None) -> torch.Tensor:
     dtype = {'fp16': torch.float16, 'bf16': torch.bfloat16}.get(amp)
     with torch.autocast(data['lq'].device.type, dtype=dtype, enabled=dtype is not None):
         restored, logits = net.forward_train(data['lq'], data['lq_resize'], data['keys'], data['negatives'])
-        target = torch.zeros(restored.shape[0], dtype=torch.long, device=restored.device)
-        contrast = F.cross_entropy(logits['chromatic'].float(), target) + \
-            F.cross_entropy(logits['degradation_detail'].float(), target)
-        return F.l1_loss(restored.float(), data['gt']) + 0.1 * contrast
+        return proxy_training_loss(restored, logits, data['gt'])
 
 
 def make_step(net: Rainmer, mode: str, data: dict, amp: str | None = None):
@@ -99,19 +96,6 @@ def make_step(net: Rainmer, mode: str, data: dict, amp: str | None = None):
     return step
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize()
-
-
-def _rss_kib(field: str) -> int:
-    with open('/proc/self/status') as status:
-        for line in status:
-            if line.startswith(field + ':'):
-                return int(line.split()[1])
-    raise RuntimeError(field)
-
-
 def time_modes(args: argparse.Namespace, size: int, device: torch.device) -> list[dict]:
     nets = build_pair(_arch(args), device, args.topk == 'chained')
     rows = []
@@ -126,10 +110,10 @@ def time_modes(args: argparse.Namespace, size: int, device: torch.device) -> lis
         cpu_times = {name: [] for name in variants}
         for _ in range(args.repeat):
             for name, step in variants.items():
-                _sync(device)
+                synchronize(device)
                 start, start_cpu = time.perf_counter(), time.process_time()
                 step()
-                _sync(device)
+                synchronize(device)
                 times[name].append(time.perf_counter() - start)
                 cpu_times[name].append(time.process_time() - start_cpu)
         dense_diff = dense_topk_diff(args, size, mode, device) if args.dense_check else None
@@ -165,15 +149,7 @@ def measure_memory(args: argparse.Namespace, size: int, mode: str, variant: str,
     paths = PLAIN if variant == 'plain' else FAST
     net = Rainmer(**_arch(args), chained_topk=args.topk == 'chained', **paths).to(device)
     data = make_batch(args.batch, size, args.prompt_size, args.n_neg, device)
-    step = make_step(net, mode, data)
-    if device.type == 'cuda':
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        step()
-        return (torch.cuda.max_memory_allocated() - before) / 2**20
-    before = _rss_kib('VmRSS')
-    step()
-    return (_rss_kib('VmHWM') - before) / 1024
+    return peak_memory_mib(make_step(net, mode, data), device)
 
 
 def _arch(args: argparse.Namespace) -> dict:

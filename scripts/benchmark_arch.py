@@ -35,6 +35,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
+from rainmer.utils.benchmarking import peak_memory_mib, proxy_training_loss, synchronize
+
 ARCHS = ('rainmer', 'drsformer', 'swinir', 'tksa')
 TKSA_ARCHS = ('rainmer', 'drsformer', 'tksa')
 N_NEG = 4
@@ -98,28 +100,13 @@ def inference_step(network: nn.Module, data: dict) -> None:
 def train_step(network: nn.Module, data: dict, optimizer: torch.optim.Optimizer) -> None:
     if 'keys' in data:
         restored, logits = network.forward_train(data['lq'], data['lq_resize'], data['keys'], data['negatives'])
-        target = torch.zeros(restored.shape[0], dtype=torch.long, device=restored.device)
-        contrast = F.cross_entropy(logits['chromatic'], target) + F.cross_entropy(logits['degradation_detail'], target)
-        loss = F.l1_loss(restored, data['gt']) + 0.1 * contrast
+        loss = proxy_training_loss(restored, logits, data['gt'])
     else:
         out = network(data['lq'])
         loss = F.l1_loss(out, data['gt']) if 'gt' in data else out.square().mean()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-
-
-def _rss_kib(field: str) -> int:
-    with open('/proc/self/status') as status:
-        for line in status:
-            if line.startswith(field + ':'):
-                return int(line.split()[1])
-    raise RuntimeError(f'{field} not in /proc/self/status')
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize()
 
 
 def _setup(arch: str, fast_tksa: bool, mode: str, args: argparse.Namespace,
@@ -139,10 +126,10 @@ def _setup(arch: str, fast_tksa: bool, mode: str, args: argparse.Namespace,
 
 
 def _timed(step: Callable[[], None], device: torch.device) -> float:
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     step()
-    _sync(device)
+    synchronize(device)
     return 1000 * (time.perf_counter() - start)
 
 
@@ -150,17 +137,7 @@ def measure(arch: str, fast_tksa: bool, mode: str, args: argparse.Namespace, tim
     """Run in a fresh process: peak memory of the first step, then (if ``timed``) latency, then FLOPs."""
     device = torch.device(args.device)
     network, step = _setup(arch, fast_tksa, mode, args)
-    _sync(device)
-    if device.type == 'cuda':
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        step()
-        _sync(device)
-        peak_bytes = torch.cuda.max_memory_allocated() - base
-    else:
-        base = _rss_kib('VmRSS')
-        step()
-        peak_bytes = (_rss_kib('VmHWM') - base) * 1024
+    peak_mib = peak_memory_mib(step, device)
     latency = min(_timed(step, device) for _ in range(args.repeat)) if timed else None
     counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flops})
     with counter:
@@ -168,7 +145,7 @@ def measure(arch: str, fast_tksa: bool, mode: str, args: argparse.Namespace, tim
     return {
         'params': sum(p.numel() for p in network.parameters()),
         'trainable': sum(p.numel() for p in network.parameters() if p.requires_grad),
-        'flops': counter.get_total_flops(), 'latency_ms': latency, 'peak_mib': peak_bytes / 2**20,
+        'flops': counter.get_total_flops(), 'latency_ms': latency, 'peak_mib': peak_mib,
     }
 
 

@@ -20,18 +20,11 @@ import torch
 from rainmer.archs.rainmer_arch import Rainmer
 from rainmer.models.tiling import tile_starts, tiled_forward
 from rainmer.utils.allocator import tune_malloc
+from rainmer.utils.benchmarking import proc_status_kib
 
 
 class _TileBudgetReached(Exception):
     pass
-
-
-def _kib(field: str) -> int:
-    with open('/proc/self/status') as status:
-        for line in status:
-            if line.startswith(field + ':'):
-                return int(line.split()[1])
-    raise RuntimeError(field)
 
 
 def main() -> None:
@@ -62,7 +55,7 @@ def main() -> None:
         done.append(time.perf_counter())
         return net(patch, lq_resize=prompt_image)
 
-    before = _kib('VmRSS')
+    before = proc_status_kib('VmRSS')
     start = time.perf_counter()
     with torch.no_grad():
         prompt_image = net.resize_query(image)
@@ -73,8 +66,9 @@ def main() -> None:
     seconds = time.perf_counter() - start
     print(f'{args.width}x{args.height}, tile {args.tile}, overlap {args.overlap}: {len(done)} of {total} tiles in '
           f'{seconds:.1f} s ({seconds / max(len(done), 1):.1f} s per tile, threads {torch.get_num_threads()})')
-    print(f'peak resident set (VmHWM) {_kib("VmHWM") / 2**20:.2f} GiB; '
-          f'extra over the {before / 2**20:.2f} GiB before inference: {(_kib("VmHWM") - before) / 2**20:.2f} GiB')
+    peak = proc_status_kib('VmHWM')
+    print(f'peak resident set (VmHWM) {peak / 2**20:.2f} GiB; '
+          f'extra over the {before / 2**20:.2f} GiB before inference: {(peak - before) / 2**20:.2f} GiB')
 
 
 if __name__ == '__main__':

@@ -1,0 +1,45 @@
+"""What the benchmark scripts share: device synchronisation, the peak memory of one step, a proxy training loss."""
+from collections.abc import Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def proc_status_kib(field: str) -> int:
+    """A ``/proc/self/status`` memory field (``VmRSS``, ``VmHWM``, ...) in KiB (Linux)."""
+    with open('/proc/self/status') as status:
+        for line in status:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise RuntimeError(f'{field} not in /proc/self/status')
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); nothing to wait for on CPU."""
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_mib(step: Callable[[], object], device: torch.device) -> float:
+    """Run ``step`` once and return the extra memory it needed: on CPU the resident-set high-water mark minus the
+    resident set before (meaningful as the first large step of a fresh process), on CUDA the peak allocation
+    minus the allocation before."""
+    synchronize(device)
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        step()
+        synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    before = proc_status_kib('VmRSS')
+    step()
+    return (proc_status_kib('VmHWM') - before) / 1024
+
+
+def proxy_training_loss(restored: Tensor, logits: Mapping[str, Tensor], gt: Tensor) -> Tensor:
+    """L1 + 0.1 x (InfoNCE of the chromatic and of the joint degradation+detail logits), in fp32: a training
+    step's loss shape without the toolbox's loss registry."""
+    target = torch.zeros(restored.shape[0], dtype=torch.long, device=restored.device)
+    contrast = sum(F.cross_entropy(logits[view].float(), target) for view in ('chromatic', 'degradation_detail'))
+    return F.l1_loss(restored.float(), gt) + 0.1 * contrast
