@@ -12,12 +12,15 @@ from rainmer.archs.modules.ops import conv1x1, conv1x1_per_image, use_onednn
 from rainmer.utils import allocator
 
 
+def _random(*shape: int, channels_last: bool) -> torch.Tensor:
+    x = torch.randn(*shape)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
 @pytest.mark.parametrize('channels_last', [False, True])
 def test_conv1x1_equals_conv2d_forward_and_backward(channels_last):
     torch.manual_seed(0)
-    x = torch.randn(2, 6, 5, 7)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = _random(2, 6, 5, 7, channels_last=channels_last)
     weight, bias = torch.randn(9, 6), torch.randn(9)
     grads = []
     for run in (lambda x_, w_, b_: F.conv2d(x_, w_[:, :, None, None], b_), conv1x1):
@@ -45,9 +48,7 @@ def test_onednn_is_used_for_fp32_cpu_only():
 @pytest.mark.parametrize('channels_last', [False, True])
 def test_conv1x1_per_image_uses_each_images_weight_and_accumulates(channels_last):
     torch.manual_seed(0)
-    x = torch.randn(3, 4, 5, 6)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = _random(3, 4, 5, 6, channels_last=channels_last)
     weight = torch.randn(3, 7, 4)
     expected = torch.stack([F.conv2d(x[i:i + 1], weight[i, :, :, None, None])[0] for i in range(3)])
     out = conv1x1_per_image(x, weight)
