@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rainmer.archs.modules.depthwise import depthwise_module
 from rainmer.archs.modules.ops import add_relu, conv1x1_per_image, conv_relu
 
 EXPERTS = ('sep_conv_1x1', 'sep_conv_3x3', 'sep_conv_5x5', 'sep_conv_7x7',
@@ -142,9 +143,9 @@ class ExpertStage(nn.Module):
                 if dw2.kernel_size[0] == 1:
                     mix = mix * dw2.weight.flatten()[None, :]
                 else:
-                    feat = dw2(feat)
+                    feat = depthwise_module(dw2, feat)
             elif isinstance(expert, DilatedConvExpert):
-                feat = expert.op[0](x)
+                feat = depthwise_module(expert.op[0], x)
                 mix = mix @ expert.op[1].weight.flatten(1)
             else:
                 feat = expert(x)
@@ -155,7 +156,7 @@ class ExpertStage(nn.Module):
 
 def _depthwise_or_scale(x: Tensor, conv: nn.Conv2d) -> Tensor:
     """A depthwise conv, or nothing for a 1x1 one (its per-channel scale is folded by the caller)."""
-    return x if conv.kernel_size[0] == 1 else conv(x)
+    return x if conv.kernel_size[0] == 1 else depthwise_module(conv, x)
 
 
 class ExpertStages(nn.Module):

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rainmer.archs.modules.depthwise import depthwise_conv2d
 from rainmer.archs.modules.ops import conv1x1, conv_relu, fusable, is_channels_last
 
 
@@ -67,7 +68,7 @@ def _group_sums(d3: Tensor, d5: Tensor, hidden: int) -> list[tuple[Tensor, Tenso
 
 
 def _depthwise(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=weight.shape[0])
+    return depthwise_conv2d(x, weight, bias, padding=weight.shape[-1] // 2)
 
 
 def msfn_fast(ffn: nn.Module, x: Tensor) -> Tensor:
