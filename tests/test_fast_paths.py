@@ -7,6 +7,7 @@ import torch
 
 from rainmer.archs.modules.moe import MixtureOfExperts
 from rainmer.archs.modules.ops import conv1x1_per_image
+from rainmer.archs.modules.prompt import PromptInjection
 from rainmer.archs.modules.transformer import FeedForward
 from rainmer.archs.rainmer_arch import Rainmer
 
@@ -174,3 +175,20 @@ def test_fast_rainmer_equals_plain_rainmer_training_forward():
         torch.testing.assert_close(grads_f[name], grads_p[name], atol=1e-5, rtol=1e-4, msg=name)
     for name in key_p:  # the momentum update is layout-independent
         torch.testing.assert_close(key_f[name], key_p[name])
+
+
+@pytest.mark.parametrize('bias', [False, True])
+def test_prompt_injection_keeps_channels_last_with_equal_values(bias):
+    torch.manual_seed(0)
+    module = PromptInjection(6, 4)
+    if not bias:
+        module.projection[0].bias = None
+    feat, prompt = torch.randn(2, 6, 5, 7), torch.randn(2, 4, 1, 1)
+    expected = module(feat, prompt)
+    out = module(feat.contiguous(memory_format=torch.channels_last), prompt)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, expected)
+    # and both equal the public form SiLU(conv1x1(gate * z)) evaluated per pixel
+    gate = module.gate(feat)
+    torch.testing.assert_close(expected, module.projection(gate * prompt.expand(-1, -1, 5, 7)), atol=1e-6,
+                               rtol=1e-5)

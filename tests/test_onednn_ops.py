@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rainmer.archs.modules.ops import conv1x1, conv1x1_per_image, use_onednn
+from rainmer.archs.modules.ops import conv1x1, conv1x1_per_image, is_channels_last, use_onednn
 from rainmer.utils import allocator
 
 
@@ -55,6 +55,39 @@ def test_conv1x1_per_image_uses_each_images_weight_and_accumulates(channels_last
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(conv1x1_per_image(x, weight, accumulate=out.clone()), 2 * expected)
     torch.testing.assert_close(conv1x1_per_image(x, weight[0]), F.conv2d(x, weight[0, :, :, None, None]))
+
+
+@pytest.mark.parametrize('layout', ['nchw', 'channels_last', 'channel_slice'])
+def test_conv1x1_per_image_accumulates_under_autograd_without_copies(layout):
+    """Two accumulated per-image convs: values and all gradients equal einsum's; the graph holds no CopySlices
+    (autograd's in-place accumulation into a view, which clones the whole gradient)."""
+    torch.manual_seed(0)
+    base = _random(3, 12, 5, 6, channels_last=layout != 'nchw')
+    inputs = [base[:, :4], base[:, 4:8]] if layout == 'channel_slice' else [base[:, :4].contiguous(
+        memory_format=torch.channels_last if layout == 'channels_last' else torch.contiguous_format)] * 2
+    assert is_channels_last(inputs[0]) == (layout != 'nchw')
+    weights = [torch.randn(3, 7, 4) for _ in inputs]
+    results = []
+    for per_image in (True, False):
+        leaves = [t.detach().clone().requires_grad_(True) for t in inputs + weights]
+        xs, ws = leaves[:2], leaves[2:]
+        if per_image:
+            out = conv1x1_per_image(xs[1], ws[1], accumulate=conv1x1_per_image(xs[0], ws[0]))
+            assert type(out.grad_fn).__name__ == '_PerImageConv1x1Backward'
+        else:
+            out = sum(torch.einsum('boi,bihw->bohw', w, x) for x, w in zip(xs, ws))
+        (out * torch.linspace(-1, 1, out.numel()).view(out.shape)).sum().backward()
+        results.append([out.detach()] + [leaf.grad for leaf in leaves])
+    for actual, expected in zip(*results):
+        torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_is_channels_last_covers_channel_slices():
+    x = torch.randn(2, 6, 4, 5)
+    assert not is_channels_last(x)
+    cl = x.contiguous(memory_format=torch.channels_last)
+    assert is_channels_last(cl) and is_channels_last(cl[:, 2:4]) and not is_channels_last(x[:, 2:4])
+    assert not is_channels_last(torch.randn(2, 6, 1, 1).contiguous(memory_format=torch.channels_last))
 
 
 def _mallopt_calls(monkeypatch) -> list:

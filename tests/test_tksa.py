@@ -101,11 +101,15 @@ def test_module_fast_equals_plain_with_same_weights(chained, channels_last):
         fast.temperature.mul_(3)
     plain.load_state_dict(fast.state_dict())
     x = torch.randn(2, 24, 9, 11)
-    out_plain = plain(x)
-    out_fast = fast(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
+    x_fast = (x.contiguous(memory_format=torch.channels_last) if channels_last else x.clone()).requires_grad_()
+    x_plain = x.clone().requires_grad_()
+    out_fast, out_plain = fast(x_fast), plain(x_plain)
     torch.testing.assert_close(out_fast, out_plain, atol=1e-5, rtol=1e-5)
     out_fast.square().sum().backward()
     out_plain.square().sum().backward()
+    torch.testing.assert_close(x_fast.grad, x_plain.grad, atol=1e-4, rtol=1e-4)
+    # the gradient keeps the input's layout (no NCHW gradients inside a channels_last network)
+    assert x_fast.grad.is_contiguous(memory_format=torch.channels_last) == channels_last
     for (name, p_fast), p_plain in zip(fast.named_parameters(), plain.parameters()):
         torch.testing.assert_close(p_fast.grad, p_plain.grad, atol=1e-4, rtol=1e-4, msg=name)
 

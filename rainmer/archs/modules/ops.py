@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rainmer.archs.modules.depthwise import depthwise_conv2d
+
 
 def use_onednn(x: Tensor) -> bool:
     """True where :func:`conv1x1` runs oneDNN directly: fp32 CPU tensors outside autocast."""
@@ -47,6 +49,8 @@ def conv_relu(x: Tensor, weight: Tensor, bias: Tensor | None = None, groups: int
                                                        groups, 'relu', [], '')
     if groups == 1 and padding == 0:
         return F.relu(conv1x1(x, weight, bias), inplace=True)
+    if groups == x.shape[1] == weight.shape[0]:
+        return F.relu(depthwise_conv2d(x, weight, bias, padding), inplace=True)
     return F.relu(F.conv2d(x, weight, bias, padding=padding, groups=groups), inplace=True)
 
 
@@ -58,20 +62,25 @@ def add_relu(a: Tensor, b: Tensor) -> Tensor:
 
 
 def is_channels_last(x: Tensor) -> bool:
-    """True for a channels_last tensor that is not also contiguous (C > 1 or H * W > 1)."""
-    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    """True where channels are the innermost dimension of a 4-D x with C > 1 and H * W > 1: channels_last tensors
+    and their channel slices."""
+    return x.dim() == 4 and x.stride(1) == 1 and x.shape[1] > 1 and x.shape[2] * x.shape[3] > 1
 
 
 def conv1x1_per_image(x: Tensor, weight: Tensor, accumulate: Tensor | None = None) -> Tensor:
     """1x1 convolution of x [B, I, H, W] with a weight per image [B, O, I] (or one [O, I] for all) on either memory
     layout; with ``accumulate`` (a previous result of this function), the result is added to it in place.
 
-    One image or one weight: one :func:`conv1x1`. Several images without autograd: one oneDNN conv per image.
-    With autograd: one batched matmul (per-image convs would add a copy of the batch per call in backward).
+    One image or one weight: one :func:`conv1x1`. Several images on oneDNN: one conv per image; with autograd
+    through :class:`_PerImageConv1x1`, whose backward is per-image convs too and passes the accumulated gradient
+    on without copies (autograd's own in-place accumulation into a view clones the whole gradient). Elsewhere
+    (CUDA, autocast): one batched matmul.
     """
     if weight.dim() == 2 or x.shape[0] == 1:
         out = conv1x1(x, weight if weight.dim() == 2 else weight[0])
         return out if accumulate is None else accumulate.add_(out)
+    if use_onednn(x) and _needs_grad(x, weight, accumulate) and weight.dtype == x.dtype:
+        return _PerImageConv1x1.apply(x, weight, accumulate)
     if fusable(x, weight, accumulate):
         if accumulate is None:
             return torch.cat([conv1x1(x[index:index + 1], weight[index]) for index in range(x.shape[0])])
@@ -98,3 +107,40 @@ def _batched_matmul(x: Tensor, weight: Tensor, accumulate: Tensor | None) -> Ten
         acc = acc.baddbmm_(rows.to(acc.dtype), weight.transpose(1, 2).to(acc.dtype))
         return acc.view(b, h, w, -1).permute(0, 3, 1, 2)
     return torch.bmm(rows, weight.transpose(1, 2)).view(b, h, w, -1).permute(0, 3, 1, 2)
+
+
+def as_matrices(x: Tensor) -> Tensor:
+    """x [B, C, H, W] as matrices: [B, HW, C] for channels_last, else [B, C, HW] (views, also of channel
+    slices)."""
+    b, c = x.shape[:2]
+    if is_channels_last(x):
+        return x.permute(0, 2, 3, 1).reshape(b, -1, c)
+    return x.reshape(b, c, -1)
+
+
+class _PerImageConv1x1(torch.autograd.Function):
+    """:func:`conv1x1_per_image` on oneDNN under autograd; an ``accumulate`` input is updated in place."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, accumulate: Tensor | None) -> Tensor:  # noqa: ANN001
+        out = conv1x1_per_image(x, weight, accumulate)  # grad mode is off here: the per-image oneDNN path
+        if accumulate is not None:
+            ctx.mark_dirty(accumulate)
+        ctx.save_for_backward(x, weight)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:  # noqa: ANN001
+        x, weight = ctx.saved_tensors
+        layout = torch.channels_last if is_channels_last(x) else torch.contiguous_format
+        grad = grad.contiguous(memory_format=layout)
+        grad_x = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            grad_x = conv1x1_per_image(grad, weight.transpose(1, 2))
+        if ctx.needs_input_grad[1]:
+            grad_rows, x_rows = as_matrices(grad), as_matrices(x)
+            if layout == torch.channels_last:  # [B, HW, O]^T @ [B, HW, I]
+                grad_weight = torch.bmm(grad_rows.transpose(1, 2), x_rows)
+            else:  # [B, O, HW] @ [B, I, HW]^T
+                grad_weight = torch.bmm(grad_rows, x_rows.transpose(1, 2))
+        return grad_x, grad_weight, grad if ctx.needs_input_grad[2] else None

@@ -4,6 +4,7 @@ from collections.abc import Mapping, Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rainmer.archs.modules.ops import is_channels_last
 from rainmer.archs.modules.transformer import TransformerBlock
 
 
@@ -25,6 +26,10 @@ class PromptInjection(nn.Module):
             return self.projection(gate * prompt)
         conv = self.projection[0]
         direction = F.conv2d(prompt, conv.weight)  # [B, C, 1, 1]
+        if is_channels_last(feat):  # as [B, H, W, 1] * [B, 1, 1, C]: a channels_last result (gate * direction is NCHW)
+            shifted = gate.permute(0, 2, 3, 1) * direction.permute(0, 2, 3, 1)
+            shifted = shifted if conv.bias is None else shifted + conv.bias
+            return F.silu(shifted).permute(0, 3, 1, 2)
         shifted = gate * direction if conv.bias is None else gate * direction + conv.bias[:, None, None]
         return F.silu(shifted)
 

@@ -18,8 +18,10 @@ from fractions import Fraction
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
-from rainmer.archs.modules.ops import conv1x1, conv1x1_per_image
+from rainmer.archs.modules.depthwise import depthwise_module
+from rainmer.archs.modules.ops import as_matrices, conv1x1, conv1x1_per_image, is_channels_last
 
 DEFAULT_SPARSE_RATES = ('1/2', '2/3', '3/4', '4/5')
 
@@ -97,6 +99,24 @@ def sparse_attention_fast(attn: Tensor, v: Tensor, counts: Sequence[int], weight
     return sparse_attention_mix(attn, counts, weights, chained) @ v
 
 
+class _GramOfColumns(torch.autograd.Function):
+    """``q^T k`` for q, k [B, HW, C]; the gradients are [B, HW, C] contiguous (autograd's bmm would return the
+    transposes of [B, C, HW] matrices, which are NCHW tensors where the network runs channels_last)."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor) -> Tensor:  # noqa: ANN001
+        ctx.save_for_backward(q, k)
+        return torch.bmm(q.transpose(1, 2), k)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:  # noqa: ANN001
+        q, k = ctx.saved_tensors
+        grad_q = torch.bmm(k, grad.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        grad_k = torch.bmm(q, grad) if ctx.needs_input_grad[1] else None
+        return grad_q, grad_k
+
+
 class TopKSparseAttention(nn.Module):
     """TKSA: qkv 1x1 + depthwise 3x3, per-head channel attention with top-k masks, 1x1 projection.
 
@@ -160,13 +180,14 @@ class TopKSparseAttention(nn.Module):
           into ``project_out``: the output is one 1x1 conv of v with ``W_out @ blockdiag(M)`` per image.
         """
         b, c, h, w = x.shape
-        qkv = self.qkv_dwconv(conv1x1(x, self.qkv.weight, self.qkv.bias))
-        attn = self._scores_from_gram(qkv[:, :c], qkv[:, c:2 * c])
+        qkv = depthwise_module(self.qkv_dwconv, conv1x1(x, self.qkv.weight, self.qkv.bias))
+        q, k, v = qkv.split(c, dim=1)  # backward: one concatenation, not three zero-filled slice gradients
+        attn = self._scores_from_gram(q, k)
         mix = sparse_attention_mix(attn, self.counts, self.rate_weights(), self.chained_topk)
         heads, d = self.num_heads, c // self.num_heads
         out_weight = self.project_out.weight.view(c, heads, d).transpose(0, 1)  # [heads, C_out, d]
         combined = (out_weight @ mix).transpose(1, 2).reshape(b, c, c)  # [B, C_out, C_in]
-        out = conv1x1_per_image(qkv[:, 2 * c:], combined)
+        out = conv1x1_per_image(v, combined)
         bias = self.project_out.bias
         return out if bias is None else out + bias[:, None, None]
 
@@ -174,9 +195,13 @@ class TopKSparseAttention(nn.Module):
         """A [B, heads, C, C] from the Gram matrix of q and k and their norms (no normalised copies)."""
         b, c = q.shape[:2]
         heads, d = self.num_heads, c // self.num_heads
-        q, k = q.flatten(2), k.flatten(2)  # [B, C, HW] views on either memory layout
+        # [B, HW, C] for channels_last, else [B, C, HW]: views whose gradients come back in the input's layout
+        pixels_first = is_channels_last(q)
+        q, k = as_matrices(q), as_matrices(k)
+        pixel_dim = 1 if pixels_first else 2
         eps = 1e-12  # F.normalize's
-        norm_q = torch.linalg.vector_norm(q, dim=-1).clamp_min(eps).view(b, heads, d, 1)
-        norm_k = torch.linalg.vector_norm(k, dim=-1).clamp_min(eps).view(b, heads, 1, d)
-        gram = torch.bmm(q, k.transpose(1, 2)).view(b, heads, d, heads, d).diagonal(dim1=1, dim2=3)
+        norm_q = torch.linalg.vector_norm(q, dim=pixel_dim).clamp_min(eps).view(b, heads, d, 1)
+        norm_k = torch.linalg.vector_norm(k, dim=pixel_dim).clamp_min(eps).view(b, heads, 1, d)
+        gram = _GramOfColumns.apply(q, k) if pixels_first else torch.bmm(q, k.transpose(1, 2))
+        gram = gram.view(b, heads, d, heads, d).diagonal(dim1=1, dim2=3)
         return (gram.permute(0, 3, 1, 2) / (norm_q * norm_k) * self.temperature).contiguous()
