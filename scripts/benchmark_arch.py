@@ -33,11 +33,12 @@ import rainmer  # noqa: F401  (its compat shim must load before basicsr)
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
+from torch.utils.flop_counter import conv_flop_count
 
-from rainmer.utils.benchmarking import peak_memory_mib, proxy_training_loss, synchronize
+from rainmer.utils.allocator import tune_malloc
+from rainmer.utils.benchmarking import flop_counter, peak_memory_mib, proxy_training_loss, synchronize
 
-ARCHS = ('rainmer', 'drsformer', 'swinir', 'tksa')
+ARCHS = ('rainmer', 'drsformer', 'nerdrain', 'nerdrain_s', 'swinir', 'tksa')
 TKSA_ARCHS = ('rainmer', 'drsformer', 'tksa')
 N_NEG = 4
 PROMPT_SIZE = 128
@@ -64,6 +65,10 @@ def build(arch: str, fast_tksa: bool) -> nn.Module:
         from rainmer.archs.drsformer_arch import DRSformer
 
         return DRSformer(fast_tksa=fast_tksa)
+    if arch in ('nerdrain', 'nerdrain_s'):
+        from rainmer.archs.nerdrain_arch import NeRDRain, NeRDRainS
+
+        return NeRDRain() if arch == 'nerdrain' else NeRDRainS()
     if arch == 'swinir':
         from basicsr.archs.swinir_arch import SwinIR
 
@@ -139,7 +144,7 @@ def measure(arch: str, fast_tksa: bool, mode: str, args: argparse.Namespace, tim
     network, step = _setup(arch, fast_tksa, mode, args)
     peak_mib = peak_memory_mib(step, device)
     latency = min(_timed(step, device) for _ in range(args.repeat)) if timed else None
-    counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flops})
+    counter = flop_counter({torch.ops.aten.convolution_backward: conv_backward_flops})
     with counter:
         step()
     return {
@@ -195,14 +200,17 @@ def print_tables(results: dict, args: argparse.Namespace) -> None:
           '| train-step GFLOPs | train-step ms | train-step peak MiB |')
     print('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|')
     for (arch, fast), modes in results.items():
-        inference, train = modes['inference'], modes['train']
+        any_mode = next(iter(modes.values()))
         tksa = ('fast' if fast else 'plain') if arch in TKSA_ARCHS else '-'
-        print(f"| {arch} | {tksa} | {_fmt_count(inference['params'], 1e6, 3)} "
-              f"| {_fmt_count(inference['trainable'], 1e6, 3)} | {_fmt_count(inference['flops'], 1e9, 1)} "
-              f"| {inference['latency_ms']:,.0f} | {inference['peak_mib']:,.0f} "
-              f"| {_fmt_count(train['flops'], 1e9, 1)} | {train['latency_ms']:,.0f} | {train['peak_mib']:,.0f} |")
+        cells = []
+        for mode in ('inference', 'train'):
+            row = modes.get(mode)
+            cells += (['-'] * 3 if row is None else
+                      [_fmt_count(row['flops'], 1e9, 1), f"{row['latency_ms']:,.0f}", f"{row['peak_mib']:,.0f}"])
+        print(f"| {arch} | {tksa} | {_fmt_count(any_mode['params'], 1e6, 3)} "
+              f"| {_fmt_count(any_mode['trainable'], 1e6, 3)} | {' | '.join(cells)} |")
     ratios = [(arch, results[(arch, True)], results[(arch, False)]) for arch in TKSA_ARCHS
-              if (arch, True) in results and (arch, False) in results]
+              if (arch, True) in results and (arch, False) in results and len(args.modes) == 2]
     if ratios:
         print('\nFast TKSA against the plain-loop reference, same run (plain / fast; > 1 means fast is better):\n')
         print('| network | inference speed-up | train-step speed-up | inference peak-memory ratio '
@@ -226,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--repeat', type=int, default=3, help='timed runs per measurement (fastest reported)')
     parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
     parser.add_argument('--no-plain', action='store_true', help='skip the plain-loop TKSA reference rows')
+    parser.add_argument('--modes', nargs='+', default=['inference', 'train'], choices=['inference', 'train'])
     parser.add_argument('--worker', help=argparse.SUPPRESS)
     return parser
 
@@ -233,11 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
+    tune_malloc()  # as in basicsr train/test (docs/speed.md)
     if args.worker:
         print(json.dumps(run_worker_spec(args.worker, args)))
         return 0
     results = {}
-    modes = ('inference', 'train')
+    modes = tuple(args.modes)
     for arch in args.archs:
         if arch in TKSA_ARCHS and not args.no_plain:
             # memory and FLOPs of each variant alone, latency of both in one alternating run

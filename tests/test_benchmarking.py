@@ -5,8 +5,11 @@ import rainmer  # noqa: F401  (its compat shim must load before basicsr)
 import pytest
 import torch
 import torch.nn.functional as F
+from rainmer_fixtures import TINY_RAINMER
 
-from rainmer.utils.benchmarking import proc_status_kib, proxy_training_loss
+from rainmer.archs.modules.depthwise import depthwise_conv2d
+from rainmer.archs.rainmer_arch import Rainmer
+from rainmer.utils.benchmarking import flop_counter, proc_status_kib, proxy_training_loss
 
 
 def test_proxy_training_loss_is_l1_plus_a_tenth_of_both_infonce_terms():
@@ -23,3 +26,28 @@ def test_proc_status_reads_memory_fields_and_names_a_missing_one():
     assert proc_status_kib('VmHWM') >= proc_status_kib('VmRSS') > 0
     with pytest.raises(RuntimeError, match='VmNothing'):
         proc_status_kib('VmNothing')
+
+
+def test_flop_counter_sees_the_fast_paths_direct_onednn_convolutions():
+    """The fast network calls oneDNN directly; its count must equal the count with every conv through F.conv2d."""
+    torch.manual_seed(0)
+    arch = {k: v for k, v in TINY_RAINMER.items() if k != 'type'}
+    net = Rainmer(**arch).eval()
+    x = torch.rand(1, 3, 32, 32)
+    counts = []
+    for onednn in (True, False):
+        counter = flop_counter()
+        with torch.no_grad(), torch.backends.mkldnn.flags(enabled=onednn), counter:
+            net(x)
+        counts.append(counter.get_total_flops())
+    assert counts[0] == counts[1] > 0
+
+
+def test_flop_counter_counts_the_native_depthwise_weight_gradient():
+    x = torch.rand(2, 16, 12, 10).contiguous(memory_format=torch.channels_last).requires_grad_()
+    weight = torch.randn(16, 1, 5, 5, requires_grad=True)
+    forward = 2 * 25 * x.numel()  # multiply-adds of the forward, 2 FLOPs each
+    counter = flop_counter()
+    with counter:
+        depthwise_conv2d(x, weight, None, 2).sum().backward()
+    assert counter.get_total_flops() == 3 * forward  # forward, input gradient, weight gradient

@@ -35,10 +35,10 @@ load_plugins()
 from basicsr.data import build_dataloader, build_dataset  # noqa: E402
 from basicsr.models import build_model  # noqa: E402
 from basicsr.utils import get_root_logger, get_time_str  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from rainmer.options import OptionError, load_yaml, parse_options  # noqa: E402
+from rainmer.utils.benchmarking import flop_counter  # noqa: E402
 
 PARAM_KEYS = ('params', 'params_ema', 'state_dict')
 
@@ -146,7 +146,7 @@ def describe_device(device: torch.device) -> str:
 
 def count_flops(net: torch.nn.Module, x: torch.Tensor) -> int:
     """FLOPs of one forward pass (FlopCounterMode: matmuls and convolutions, a multiply-add = 2)."""
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter()
     with torch.no_grad(), counter:
         net(x)
     return int(counter.get_total_flops())

@@ -1,9 +1,27 @@
-"""What the benchmark scripts share: device synchronisation, the peak memory of one step, a proxy training loss."""
+"""What the benchmark scripts share: device synchronisation, the peak memory of one step, FLOP counting, a proxy
+training loss."""
 from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
+
+from rainmer.archs.modules.depthwise import weight_grad_flops
+
+
+def _onednn_conv_flops(x_shape: list[int], w_shape: list[int], *args: object, out_shape: list[int],
+                       **kwargs: object) -> int:
+    return conv_flop_count(x_shape, w_shape, out_shape, transposed=False)
+
+
+def flop_counter(custom_mapping: Mapping | None = None) -> FlopCounterMode:
+    """A FlopCounterMode that also counts the fast paths' direct oneDNN convolutions and rainmer's native
+    depthwise weight gradient (torch's registry knows neither; a multiply-add = 2 FLOPs)."""
+    mapping = {torch.ops.aten.mkldnn_convolution: _onednn_conv_flops,
+               torch.ops.mkldnn._convolution_pointwise: _onednn_conv_flops,
+               torch.ops.rainmer.depthwise_weight_grad: weight_grad_flops}
+    return FlopCounterMode(display=False, custom_mapping={**mapping, **(custom_mapping or {})})
 
 
 def proc_status_kib(field: str) -> int:

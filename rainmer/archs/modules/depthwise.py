@@ -38,19 +38,29 @@ def _weight_grad_kernel():  # noqa: ANN202
 
 def depthwise_weight_grad(x: Tensor, grad: Tensor, kernel: int, padding: int, dilation: int) -> Tensor:
     """Weight gradient [C, 1, k, k] of a stride-1 depthwise conv of x [N, C, H, W] with output gradient ``grad``
-    (both fp32 CPU, made channels_last here) by the C kernel."""
-    fn = _weight_grad_kernel()
-    if fn is None:
+    (both fp32 CPU, made channels_last here) by the C kernel. A registered op (``torch.ops.rainmer``), so that
+    FLOP counters and dispatch modes see it."""
+    if _weight_grad_kernel() is None:
         raise RuntimeError('The native depthwise kernel is not available (no C compiler or RAINMER_NATIVE=0).')
+    return torch.ops.rainmer.depthwise_weight_grad(x, grad, kernel, padding, dilation)
+
+
+@torch.library.custom_op('rainmer::depthwise_weight_grad', mutates_args=(), device_types='cpu')
+def _depthwise_weight_grad_op(x: Tensor, grad: Tensor, kernel: int, padding: int, dilation: int) -> Tensor:
     x = x.contiguous(memory_format=torch.channels_last)
     grad = grad.contiguous(memory_format=torch.channels_last)
     n, c, h, w = x.shape
     out = torch.empty(c, 1, kernel, kernel, dtype=x.dtype)
-    status = fn(x.data_ptr(), grad.data_ptr(), out.data_ptr(), n, c, h, w, grad.shape[2], grad.shape[3], kernel,
-                padding, dilation, torch.get_num_threads())
+    status = _weight_grad_kernel()(x.data_ptr(), grad.data_ptr(), out.data_ptr(), n, c, h, w, grad.shape[2],
+                                   grad.shape[3], kernel, padding, dilation, torch.get_num_threads())
     if status != 0:
         raise RuntimeError(f'depthwise_weight_grad failed with status {status} (-1: out of memory).')
     return out
+
+
+def weight_grad_flops(x_shape: list[int], grad_shape: list[int], kernel: int, *args: int, **kwargs: object) -> int:
+    """FLOPs of :func:`depthwise_weight_grad` (a multiply-add = 2): k * k per output-gradient element."""
+    return 2 * kernel * kernel * grad_shape[0] * grad_shape[1] * grad_shape[2] * grad_shape[3]
 
 
 def _native_applies(x: Tensor, weight: Tensor, padding: int, dilation: int) -> bool:
