@@ -169,3 +169,11 @@ def test_failed_build_warns_and_falls_back(monkeypatch, tmp_path):
 def test_unknown_kernel_name_is_a_clear_error():
     with pytest.raises(FileNotFoundError, match='no_such_kernel'):
         native.load_library('no_such_kernel')
+
+
+def test_weight_grad_op_has_shapes_without_data():
+    """The registered op's fake implementation: shape inference for tracing (torch.compile, meta tensors)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    with FakeTensorMode():
+        x = torch.empty(2, 8, 5, 6)
+        assert torch.ops.rainmer.depthwise_weight_grad(x, x, 7, 6, 2).shape == (8, 1, 7, 7)

@@ -58,6 +58,11 @@ def _depthwise_weight_grad_op(x: Tensor, grad: Tensor, kernel: int, padding: int
     return out
 
 
+@_depthwise_weight_grad_op.register_fake
+def _(x: Tensor, grad: Tensor, kernel: int, padding: int, dilation: int) -> Tensor:
+    return x.new_empty(x.shape[1], 1, kernel, kernel)
+
+
 def weight_grad_flops(x_shape: list[int], grad_shape: list[int], kernel: int, *args: int, **kwargs: object) -> int:
     """FLOPs of :func:`depthwise_weight_grad` (a multiply-add = 2): k * k per output-gradient element."""
     return 2 * kernel * kernel * grad_shape[0] * grad_shape[1] * grad_shape[2] * grad_shape[3]
