@@ -70,7 +70,7 @@ class _threads:
 
 
 @needs_native
-@pytest.mark.parametrize('kernel, dilation, bias', [(3, 1, True), (5, 1, False), (7, 2, True)])
+@pytest.mark.parametrize('kernel, dilation, bias', [(3, 2, True), (5, 1, False), (7, 2, True)])
 def test_depthwise_conv2d_equals_conv2d_forward_and_backward(kernel, dilation, bias):
     torch.manual_seed(0)
     padding = dilation * (kernel - 1) // 2
@@ -92,25 +92,33 @@ def test_depthwise_conv2d_equals_conv2d_forward_and_backward(kernel, dilation, b
 
 @needs_native
 def test_depthwise_conv2d_needs_no_input_gradient():
-    x, weight = _channels_last(1, 16, 6, 6), torch.randn(16, 1, 3, 3, requires_grad=True)
-    depthwise_conv2d(x, weight, None, 1).sum().backward()
-    expected = _reference_weight_grad(x, torch.ones(1, 16, 6, 6), 3, 1, 1)
+    x, weight = _channels_last(1, 16, 6, 6), torch.randn(16, 1, 5, 5, requires_grad=True)
+    out = depthwise_conv2d(x, weight, None, 2)
+    assert type(out.grad_fn).__name__ == '_DepthwiseConv2dBackward'
+    out.sum().backward()
+    expected = _reference_weight_grad(x, torch.ones(1, 16, 6, 6), 5, 2, 1)
     torch.testing.assert_close(weight.grad.double(), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_depthwise_conv2d_is_conv2d_where_the_kernel_does_not_apply():
-    weight = torch.randn(8, 1, 3, 3, requires_grad=True)
+    weight = torch.randn(16, 1, 5, 5, requires_grad=True)
     cases = {
-        'NCHW input': (torch.randn(1, 8, 5, 5), weight, 1),
-        'no autograd': (_channels_last(1, 8, 5, 5), weight.detach(), 1),
-        'not "same" padding': (_channels_last(1, 8, 5, 5), weight, 0),
-        'kernel wider than 7': (_channels_last(1, 8, 12, 12), torch.randn(8, 1, 9, 9, requires_grad=True), 4),
-        'float64': (_channels_last(1, 8, 5, 5).double(), weight.detach().double().requires_grad_(), 1),
+        'NCHW input': (torch.randn(1, 16, 5, 5), weight, 2),
+        'no autograd': (_channels_last(1, 16, 5, 5), weight.detach(), 2),
+        'not "same" padding': (_channels_last(1, 16, 5, 5), weight, 0),
+        'kernel wider than 7': (_channels_last(1, 16, 12, 12), torch.randn(16, 1, 9, 9, requires_grad=True), 4),
+        'float64': (_channels_last(1, 16, 5, 5).double(), weight.detach().double().requires_grad_(), 2),
+        'fewer than 16 channels': (_channels_last(1, 15, 5, 5), torch.randn(15, 1, 5, 5, requires_grad=True), 2),
+        'small undilated 3x3': (_channels_last(1, 16, 5, 5), torch.randn(16, 1, 3, 3, requires_grad=True), 1),
     }
     for name, (x, w, padding) in cases.items():
         out = depthwise_conv2d(x, w, None, padding)
         assert type(out.grad_fn).__name__ != '_DepthwiseConv2dBackward', name
-        torch.testing.assert_close(out, F.conv2d(x, w, padding=padding, groups=8), msg=name)
+        torch.testing.assert_close(out, F.conv2d(x, w, padding=padding, groups=x.shape[1]), msg=name)
+    # a large undilated 3x3 conv does take the native backward
+    x = _channels_last(1, 80, 128, 128)
+    assert type(depthwise_conv2d(x, torch.randn(80, 1, 3, 3, requires_grad=True), None, 1).grad_fn).__name__ \
+        == '_DepthwiseConv2dBackward'
 
 
 def test_depthwise_module_keeps_strided_convs_as_they_are():
@@ -124,11 +132,11 @@ def test_native_switch_off_falls_back_to_pytorch(monkeypatch):
     native.load_library.cache_clear()
     try:
         assert native.load_library('depthwise_weight_grad') is None
-        x, weight = _channels_last(1, 16, 5, 5), torch.randn(16, 1, 3, 3, requires_grad=True)
-        out = depthwise_conv2d(x, weight, None, 1)
+        x, weight = _channels_last(1, 16, 5, 5), torch.randn(16, 1, 5, 5, requires_grad=True)
+        out = depthwise_conv2d(x, weight, None, 2)
         assert type(out.grad_fn).__name__ == 'ConvolutionBackward0'
         with pytest.raises(RuntimeError, match='RAINMER_NATIVE=0'):
-            depthwise_weight_grad(x, x, 3, 1, 1)
+            depthwise_weight_grad(x, x, 5, 2, 1)
     finally:
         native.load_library.cache_clear()
 

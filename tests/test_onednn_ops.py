@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from rainmer.archs.modules import ops
 from rainmer.archs.modules.ops import conv1x1, conv1x1_per_image, is_channels_last, use_onednn
 from rainmer.utils import allocator
 
@@ -58,9 +59,13 @@ def test_conv1x1_per_image_uses_each_images_weight_and_accumulates(channels_last
 
 
 @pytest.mark.parametrize('layout', ['nchw', 'channels_last', 'channel_slice'])
-def test_conv1x1_per_image_accumulates_under_autograd_without_copies(layout):
-    """Two accumulated per-image convs: values and all gradients equal einsum's; the graph holds no CopySlices
-    (autograd's in-place accumulation into a view, which clones the whole gradient)."""
+@pytest.mark.parametrize('per_image_threshold', [0, None])
+def test_conv1x1_per_image_accumulates_under_autograd_without_copies(layout, per_image_threshold, monkeypatch):
+    """Two accumulated per-image convs: values and all gradients equal einsum's. Above the per-image work
+    threshold the graph holds no CopySlices (autograd's in-place accumulation into a view, which clones the whole
+    gradient); below it, one batched matmul."""
+    if per_image_threshold is not None:
+        monkeypatch.setattr(ops, 'MIN_PER_IMAGE_WORK', per_image_threshold)
     torch.manual_seed(0)
     base = _random(3, 12, 5, 6, channels_last=layout != 'nchw')
     inputs = [base[:, :4], base[:, 4:8]] if layout == 'channel_slice' else [base[:, :4].contiguous(
@@ -73,7 +78,7 @@ def test_conv1x1_per_image_accumulates_under_autograd_without_copies(layout):
         xs, ws = leaves[:2], leaves[2:]
         if per_image:
             out = conv1x1_per_image(xs[1], ws[1], accumulate=conv1x1_per_image(xs[0], ws[0]))
-            assert type(out.grad_fn).__name__ == '_PerImageConv1x1Backward'
+            assert (type(out.grad_fn).__name__ == '_PerImageConv1x1Backward') == (per_image_threshold == 0)
         else:
             out = sum(torch.einsum('boi,bihw->bohw', w, x) for x, w in zip(xs, ws))
         (out * torch.linspace(-1, 1, out.numel()).view(out.shape)).sum().backward()

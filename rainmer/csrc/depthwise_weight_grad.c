@@ -4,14 +4,15 @@
  *
  * Taps outside the input are zero padding. Channels are contiguous in NHWC, so the sums are vectorised over
  * channels. For each output row, kernel row and block of 32 channels, register accumulators for all the kernel
- * row's taps run along the row, so each grad_out vector is loaded once for k taps. Rows are split between threads.
- * Each thread adds its row sums in double precision, and the threads' sums are added at the end. Kernels up to
- * MAX_KERNEL taps wide. Built at first use by rainmer/archs/modules/native.py and called through ctypes.
+ * row's taps run along the row, so each grad_out vector is loaded once for k taps. Rows are split between the
+ * threads of an OpenMP region (PyTorch's pool). Each thread adds its row sums in double precision, and the threads'
+ * sums are added at the end. Kernels up to MAX_KERNEL taps wide. Built at first use by rainmer/utils/native.py
+ * and called through ctypes.
  */
-#include <pthread.h>
 #include <stdlib.h>
 
 #define MAX_KERNEL 7
+#define PARALLEL_WORK 2e5 /* multiply-adds below which one thread does it all */
 #define LANES 16
 
 typedef float vec16 __attribute__((vector_size(64), aligned(4)));
@@ -85,8 +86,7 @@ static inline __attribute__((always_inline)) void row_all_channels(const float *
     if (c < C) row_taps(grow, irow, acc_i, job, C - LANES, 1, c - (C - LANES), K); /* overlapping last block */
 }
 
-static void *run_job(void *arg) {
-    const Job *job = (const Job *)arg;
+static void run_job(const Job *job) {
     const int C = job->channels, K = job->kernel;
     for (long row = job->row_begin; row < job->row_end; ++row) {
         const long n = row / job->out_h;
@@ -104,7 +104,6 @@ static void *run_job(void *arg) {
             else row_taps_scalar(grow, irow, acc_i, job);
         }
     }
-    return NULL;
 }
 
 /* grad_weight: [channels, kernel, kernel] (PyTorch's [C, 1, k, k]), contiguous.
@@ -113,34 +112,26 @@ int depthwise_weight_grad(const float *input, const float *grad, float *grad_wei
                           int in_h, int in_w, int out_h, int out_w, int kernel, int pad, int dil, int threads) {
     if (kernel > MAX_KERNEL) return -2;
     const long rows = (long)batch * out_h, taps = (long)kernel * kernel;
+    const double work = (double)rows * out_w * channels * taps; /* multiply-adds */
+    if (work < PARALLEL_WORK) threads = 1;                         /* waking threads would cost more */
     if (threads > rows) threads = (int)rows;
     if (threads < 1) threads = 1;
-    Job *jobs = calloc(threads, sizeof(Job));
     double *acc = calloc((size_t)threads * taps * channels, sizeof(double));
-    pthread_t *ids = calloc(threads, sizeof(pthread_t));
-    if (!jobs || !acc || !ids) {
-        free(jobs);
-        free(acc);
-        free(ids);
-        return -1;
+    if (!acc) return -1;
+    /* With OpenMP this runs on the process's OpenMP pool (PyTorch's, whose libgomp is already loaded);
+     * without it, on this thread. */
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+    for (int t = 0; t < threads; ++t) {
+        const Job job = {input, grad, acc + t * taps * channels, rows * t / threads, rows * (t + 1) / threads,
+                         in_h, in_w, out_h, out_w, channels, kernel, pad, dil};
+        run_job(&job);
     }
-    for (int t = 0; t < threads; ++t)
-        jobs[t] = (Job){input, grad, acc + t * taps * channels, rows * t / threads, rows * (t + 1) / threads,
-                        in_h, in_w, out_h, out_w, channels, kernel, pad, dil};
-    int started = 1;
-    for (; started < threads; ++started)
-        if (pthread_create(&ids[started], NULL, run_job, &jobs[started]) != 0) break;
-    for (int t = started; t < threads; ++t) run_job(&jobs[t]); /* threads that could not start: run here */
-    run_job(&jobs[0]);
-    for (int t = 1; t < started; ++t) pthread_join(ids[t], NULL);
     for (long c = 0; c < channels; ++c)
         for (long tap = 0; tap < taps; ++tap) {
             double sum = 0.0;
             for (int t = 0; t < threads; ++t) sum += acc[(t * taps + tap) * channels + c];
             grad_weight[c * taps + tap] = (float)sum;
         }
-    free(jobs);
     free(acc);
-    free(ids);
     return 0;
 }

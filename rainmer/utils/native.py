@@ -1,9 +1,10 @@
 """Build and load rainmer's C kernels (``rainmer/csrc/*.c``) at first use with the system C compiler.
 
 Each kernel is a plain C file without Python or PyTorch headers. It is compiled in about a second with
-``-O3 -march=native``, cached as ``<name>-<hash>.so`` (the hash covers the source, the compiler, the flags and the
-CPU) in ``$RAINMER_CACHE`` (default ``~/.cache/rainmer``) and called through ctypes. Without a compiler, or with
-``RAINMER_NATIVE=0``, :func:`load_library` returns None and callers use PyTorch's own kernels (one warning says so).
+``-O3 -march=native -fopenmp``, cached as ``<name>-<hash>.so`` (the hash covers the source, the compiler, the
+flags and the CPU) in ``$RAINMER_CACHE`` (default ``~/.cache/rainmer``) and called through ctypes. Without a
+compiler, or with ``RAINMER_NATIVE=0``, :func:`load_library` returns None and callers use PyTorch's own kernels
+(one warning says so).
 """
 import ctypes
 import hashlib
@@ -16,8 +17,10 @@ from functools import cache
 from pathlib import Path
 
 SOURCE_DIR = Path(__file__).resolve().parent.parent / 'csrc'
-BASE_FLAGS = ('-O3', '-shared', '-fPIC', '-pthread')
-ARCH_FLAGS = (('-march=native',), ())  # tried in this order
+BASE_FLAGS = ('-O3', '-shared', '-fPIC')
+# tried in this order. With -fopenmp the library needs libgomp.so.1, which PyTorch has loaded already, so its
+# parallel regions run on PyTorch's OpenMP pool (no threads of its own competing with PyTorch's for the cores).
+VARIANT_FLAGS = (('-march=native', '-fopenmp'), ('-fopenmp',), ('-march=native',), ())
 
 
 def cache_dir() -> Path:
@@ -44,11 +47,11 @@ def _build(compiler: str, source: Path, target: Path) -> str | None:
     """Compile ``source`` into ``target`` (atomically); None on success, else the compiler's message."""
     target.parent.mkdir(parents=True, exist_ok=True)
     message = ''
-    for arch in ARCH_FLAGS:
+    for variant in VARIANT_FLAGS:
         fd, tmp = tempfile.mkstemp(suffix='.so', dir=target.parent)
         os.close(fd)
         try:
-            result = subprocess.run([compiler, *BASE_FLAGS, *arch, '-o', tmp, str(source)], capture_output=True,
+            result = subprocess.run([compiler, *BASE_FLAGS, *variant, '-o', tmp, str(source)], capture_output=True,
                                     text=True, timeout=300)
             if result.returncode == 0:
                 os.replace(tmp, target)
@@ -75,7 +78,7 @@ def load_library(name: str) -> ctypes.CDLL | None:
         warnings.warn(f'rainmer: no C compiler (cc, gcc or $CC) to build {source.name}; using PyTorch kernels '
                       'instead (slower training on CPU).', stacklevel=2)
         return None
-    key = hashlib.sha256('\0'.join([source.read_text(encoding='utf-8'), compiler, ' '.join(BASE_FLAGS + ARCH_FLAGS[0]),
+    key = hashlib.sha256('\0'.join([source.read_text(encoding='utf-8'), compiler, repr((BASE_FLAGS, VARIANT_FLAGS)),
                                     _cpu_signature()]).encode()).hexdigest()[:16]
     target = cache_dir() / f'{name}-{key}.so'
     if not target.is_file():

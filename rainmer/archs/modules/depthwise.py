@@ -68,8 +68,16 @@ def weight_grad_flops(x_shape: list[int], grad_shape: list[int], kernel: int, *a
     return 2 * kernel * kernel * grad_shape[0] * grad_shape[1] * grad_shape[2] * grad_shape[3]
 
 
+MIN_CHANNELS = 16  # fewer: the C kernel's scalar path, slower than oneDNN
+MIN_WORK_3X3 = 1e7  # multiply-adds of an undilated 3x3 conv below which oneDNN's backward is as fast
+
+
 def _native_applies(x: Tensor, weight: Tensor, padding: int, dilation: int) -> bool:
     kernel = weight.shape[-1]
+    if x.dim() != 4 or x.shape[1] < MIN_CHANNELS:
+        return False
+    if kernel == 3 and dilation == 1 and x.numel() * 9 < MIN_WORK_3X3:
+        return False
     return (torch.is_grad_enabled() and weight.requires_grad and x.dim() == 4 and x.device.type == 'cpu'
             and x.dtype == weight.dtype == torch.float32 and not torch.is_autocast_enabled('cpu')
             and x.is_contiguous(memory_format=torch.channels_last)

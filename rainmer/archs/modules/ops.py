@@ -12,6 +12,9 @@ from torch import Tensor
 
 from rainmer.archs.modules.depthwise import depthwise_conv2d
 
+# multiply-adds per image below which one batched matmul beats per-image oneDNN convs under autograd
+MIN_PER_IMAGE_WORK = 10_000_000
+
 
 def use_onednn(x: Tensor) -> bool:
     """True where :func:`conv1x1` runs oneDNN directly: fp32 CPU tensors outside autocast."""
@@ -72,14 +75,16 @@ def conv1x1_per_image(x: Tensor, weight: Tensor, accumulate: Tensor | None = Non
     layout; with ``accumulate`` (a previous result of this function), the result is added to it in place.
 
     One image or one weight: one :func:`conv1x1`. Several images on oneDNN: one conv per image; with autograd
-    through :class:`_PerImageConv1x1`, whose backward is per-image convs too and passes the accumulated gradient
-    on without copies (autograd's own in-place accumulation into a view clones the whole gradient). Elsewhere
-    (CUDA, autocast): one batched matmul.
+    (and at least ``MIN_PER_IMAGE_WORK`` multiply-adds per image) through :class:`_PerImageConv1x1`, whose
+    backward is per-image convs too and passes the accumulated gradient on without copies (autograd's own in-place
+    accumulation into a view clones the whole gradient). Elsewhere (small images, CUDA, autocast): one batched
+    matmul.
     """
     if weight.dim() == 2 or x.shape[0] == 1:
         out = conv1x1(x, weight if weight.dim() == 2 else weight[0])
         return out if accumulate is None else accumulate.add_(out)
-    if use_onednn(x) and _needs_grad(x, weight, accumulate) and weight.dtype == x.dtype:
+    if (use_onednn(x) and _needs_grad(x, weight, accumulate) and weight.dtype == x.dtype
+            and x.shape[2] * x.shape[3] * weight.shape[1] * weight.shape[2] >= MIN_PER_IMAGE_WORK):
         return _PerImageConv1x1.apply(x, weight, accumulate)
     if fusable(x, weight, accumulate):
         if accumulate is None:
