@@ -185,3 +185,16 @@ def test_weight_grad_op_has_shapes_without_data():
     with FakeTensorMode():
         x = torch.empty(2, 8, 5, 6)
         assert torch.ops.rainmer.depthwise_weight_grad(x, x, 7, 6, 2).shape == (8, 1, 7, 7)
+
+
+def test_cache_dir_without_a_home_directory(monkeypatch):
+    monkeypatch.delenv('RAINMER_CACHE', raising=False)
+    monkeypatch.delenv('XDG_CACHE_HOME', raising=False)
+
+    def no_home() -> None:
+        raise RuntimeError('Could not determine home directory.')
+
+    monkeypatch.setattr(native.Path, 'home', staticmethod(no_home))
+    assert native.cache_dir().name == 'rainmer-cache'
+    monkeypatch.setenv('XDG_CACHE_HOME', '/somewhere')
+    assert str(native.cache_dir()) == '/somewhere/rainmer'

@@ -27,7 +27,12 @@ def cache_dir() -> Path:
     """Where built libraries are kept: ``$RAINMER_CACHE``, else ``$XDG_CACHE_HOME/rainmer`` or ``~/.cache/rainmer``."""
     if os.environ.get('RAINMER_CACHE'):
         return Path(os.environ['RAINMER_CACHE'])
-    return Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'rainmer'
+    if os.environ.get('XDG_CACHE_HOME'):
+        return Path(os.environ['XDG_CACHE_HOME']) / 'rainmer'
+    try:
+        return Path.home() / '.cache' / 'rainmer'
+    except RuntimeError:  # no home directory (some service accounts)
+        return Path(tempfile.gettempdir()) / 'rainmer-cache'
 
 
 def native_enabled() -> bool:
