@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
+from rainmer.archs.modules.contrastive import degradation_detail_logits
 from rainmer.archs.modules.depthwise import weight_grad_flops
 
 
@@ -59,5 +60,6 @@ def proxy_training_loss(restored: Tensor, logits: Mapping[str, Tensor], gt: Tens
     """L1 + 0.1 x (InfoNCE of the chromatic and of the joint degradation+detail logits), in fp32: a training
     step's loss shape without the toolbox's loss registry."""
     target = torch.zeros(restored.shape[0], dtype=torch.long, device=restored.device)
-    contrast = sum(F.cross_entropy(logits[view].float(), target) for view in ('chromatic', 'degradation_detail'))
+    contrast = sum(F.cross_entropy(group.float(), target)
+                   for group in (logits['chromatic'], degradation_detail_logits(logits)))
     return F.l1_loss(restored.float(), gt) + 0.1 * contrast

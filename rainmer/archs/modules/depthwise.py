@@ -73,17 +73,15 @@ MIN_WORK_3X3 = 1e7  # multiply-adds of an undilated 3x3 conv below which oneDNN'
 
 
 def _native_applies(x: Tensor, weight: Tensor, padding: int, dilation: int) -> bool:
-    kernel = weight.shape[-1]
-    if x.dim() != 4 or x.shape[1] < MIN_CHANNELS:
+    if x.dim() != 4 or weight.dim() != 4:
         return False
-    if kernel == 3 and dilation == 1 and x.numel() * 9 < MIN_WORK_3X3:
-        return False
-    return (torch.is_grad_enabled() and weight.requires_grad and x.dim() == 4 and x.device.type == 'cpu'
+    channels, kernel = x.shape[1], weight.shape[-1]
+    big_enough = channels >= MIN_CHANNELS and (kernel > 3 or dilation > 1 or x.numel() * 9 >= MIN_WORK_3X3)
+    return (big_enough and torch.is_grad_enabled() and weight.requires_grad and x.device.type == 'cpu'
             and x.dtype == weight.dtype == torch.float32 and not torch.is_autocast_enabled('cpu')
             and x.is_contiguous(memory_format=torch.channels_last)
-            and weight.shape[0] == x.shape[1] and weight.shape[1] == 1 and weight.shape[2] == kernel
-            and kernel % 2 == 1 and kernel <= MAX_KERNEL and 2 * padding == dilation * (kernel - 1)
-            and _weight_grad_kernel() is not None)
+            and tuple(weight.shape) == (channels, 1, kernel, kernel) and kernel % 2 == 1 and kernel <= MAX_KERNEL
+            and 2 * padding == dilation * (kernel - 1) and _weight_grad_kernel() is not None)
 
 
 class _DepthwiseConv2d(torch.autograd.Function):

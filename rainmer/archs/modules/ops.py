@@ -1,4 +1,5 @@
-"""1x1 convolutions for the fast paths: always on oneDNN for fp32 CPU tensors.
+"""Ops of the fast paths: 1x1 convolutions always on oneDNN for fp32 CPU tensors, fused conv+ReLU and add+ReLU,
+per-image 1x1 convolutions (with an autograd Function that keeps them on oneDNN), and memory-layout helpers.
 
 PyTorch sends a 1x1 convolution of a single image on a single thread (and every ``bmm``/``matmul``) to its GEMM
 library, MKL. MKL picks its AVX2 kernels on AMD CPUs, while oneDNN (PyTorch's ``mkldnn_convolution``) uses
@@ -96,22 +97,21 @@ def conv1x1_per_image(x: Tensor, weight: Tensor, accumulate: Tensor | None = Non
 
 
 def _batched_matmul(x: Tensor, weight: Tensor, accumulate: Tensor | None) -> Tensor:
-    """:func:`conv1x1_per_image` as ``bmm``/``baddbmm_`` (channels_last stays channels_last)."""
-    b, _, h, w = x.shape
+    """:func:`conv1x1_per_image` as ``bmm``/``baddbmm_`` on :func:`as_matrices` views (channels_last stays
+    channels_last)."""
     if accumulate is not None and is_channels_last(accumulate) != is_channels_last(x):
         return accumulate.add_(_batched_matmul(x, weight, None))
-    if not is_channels_last(x):
-        cols = x.reshape(b, x.shape[1], h * w)
-        if accumulate is not None:
-            acc = accumulate.view(b, -1, h * w)
-            return acc.baddbmm_(weight.to(acc.dtype), cols.to(acc.dtype)).view(b, -1, h, w)
-        return torch.bmm(weight, cols).view(b, -1, h, w)
-    rows = x.permute(0, 2, 3, 1).reshape(b, h * w, x.shape[1])  # a view for channels_last
+    b, _, h, w = x.shape
+    pixels_first = is_channels_last(x)
+    dtype = x.dtype if accumulate is None else accumulate.dtype
+    matrices, weight = as_matrices(x).to(dtype), weight.to(dtype)
+    # channels_last: [B, HW, I] @ [B, I, O]; NCHW: [B, O, I] @ [B, I, HW]
+    operands = (matrices, weight.transpose(1, 2)) if pixels_first else (weight, matrices)
     if accumulate is not None:
-        acc = accumulate.permute(0, 2, 3, 1).view(b, h * w, -1)
-        acc = acc.baddbmm_(rows.to(acc.dtype), weight.transpose(1, 2).to(acc.dtype))
-        return acc.view(b, h, w, -1).permute(0, 3, 1, 2)
-    return torch.bmm(rows, weight.transpose(1, 2)).view(b, h, w, -1).permute(0, 3, 1, 2)
+        as_matrices(accumulate).baddbmm_(*operands)  # a view: accumulates in place
+        return accumulate
+    out = torch.bmm(*operands)
+    return out.view(b, h, w, -1).permute(0, 3, 1, 2) if pixels_first else out.view(b, -1, h, w)
 
 
 def as_matrices(x: Tensor) -> Tensor:
