@@ -84,10 +84,11 @@ def test_fast_msfn_equals_plain_msfn(dim, channels_last):
     _assert_same(plain, _forward_backward(ffn, [x]))
 
 
-@pytest.mark.parametrize('dim', [6, 10])
+@pytest.mark.parametrize('dim', [6, 10])  # halves padded from 15 to 16 and from 26 to 32 channels
 @pytest.mark.parametrize('channels_last', [False, True])
 def test_fast_msfn_without_autograd_equals_plain_msfn(dim, channels_last):
-    """The inference evaluation fuses the ReLUs (oneDNN post-op, _add_relu): same output as the plain MSFN."""
+    """The inference evaluation fuses the ReLUs (oneDNN post-op, _add_relu) and pads the halves to 16 channels:
+    same output as the plain MSFN."""
     torch.manual_seed(0)
     ffn = FeedForward(dim, 2.66, bias=True)
     x = torch.randn(2, dim, 9, 7)

@@ -12,6 +12,11 @@ two channels of those results. The output channels of ``project_in``, ``dw3`` an
 even channels, then odd ones), so the two channels of every group sit at the same offset of two contiguous
 blocks. The group sums are additions of blocks, in group order for ``project_out``. Without autograd the ReLUs are
 fused into the convolutions and the additions (oneDNN's ReLU post-op, ``_add_relu``).
+
+Without autograd every half is zero-padded to a multiple of :data:`CHANNEL_ALIGNMENT` channels (zero weights and
+biases, so the extra channels stay zero and are never summed): the paper's widths are odd (127, 255, 1021), and
+oneDNN's depthwise convs on 255 channels take 1.4-1.7x as long as on 256. Under autograd the unused padding block
+would get a zero gradient in NCHW layout, turning the block gradients NCHW, so training runs unpadded.
 """
 import torch
 import torch.nn.functional as F
@@ -19,6 +24,8 @@ from torch import Tensor, nn
 
 from rainmer.archs.modules.depthwise import depthwise_conv2d
 from rainmer.archs.modules.ops import conv1x1, conv_relu, fusable, is_channels_last
+
+CHANNEL_ALIGNMENT = 16  # one AVX-512 vector of fp32
 
 
 def pair_order(hidden: int, device: torch.device) -> Tensor:
@@ -29,6 +36,13 @@ def pair_order(hidden: int, device: torch.device) -> Tensor:
 
 def _take(bias: Tensor | None, index: Tensor) -> Tensor | None:
     return None if bias is None else bias[index]
+
+
+def _pad_rows(weight: Tensor | None, pad: int) -> Tensor | None:
+    """``weight`` with ``pad`` zero rows appended along dim 0 (channels that stay zero)."""
+    if weight is None or pad == 0:
+        return weight
+    return torch.cat([weight, weight.new_zeros(pad, *weight.shape[1:])])
 
 
 def _branch_weights(conv: nn.Conv2d, order: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
@@ -53,17 +67,19 @@ def _branch_weights(conv: nn.Conv2d, order: Tensor) -> tuple[Tensor, Tensor, Ten
 
 
 def _group_sums(d3: Tensor, d5: Tensor, hidden: int) -> list[tuple[Tensor, Tensor]]:
-    """The (a, b) channel blocks of one branch whose sums a + b are its groups, in group order.
+    """The (a, b) channel blocks of one branch whose sums a + b are its groups, in group order (channels after the
+    first ``hidden``, the alignment padding, are left out).
 
     The blocks come from one ``split`` of d3 and one of d5, whose backward is one concatenation (slicing would
     zero-fill a full-size gradient per slice).
     """
     evens, odds = (hidden + 1) // 2, hidden // 2
+    pad = [d3.shape[1] - hidden] if d3.shape[1] > hidden else []
     if hidden % 2 == 0:  # a3's pairs (2k, 2k+1), then a5's pairs (2k, 2k+1)
-        return [tuple(d3.split([evens, odds], dim=1)), tuple(d5.split([evens, odds], dim=1))]
+        return [tuple(d3.split([evens, odds, *pad], dim=1)[:2]), tuple(d5.split([evens, odds, *pad], dim=1)[:2])]
     # a3's pairs (2k, 2k+1); a3's last channel with a5's first; a5's pairs (2k+1, 2k+2)
-    even3, last3, odd3 = d3.split([odds, 1, odds], dim=1)
-    first5, even5, odd5 = d5.split([1, odds, odds], dim=1)
+    even3, last3, odd3 = d3.split([odds, 1, odds, *pad], dim=1)[:3]
+    first5, even5, odd5 = d5.split([1, odds, odds, *pad], dim=1)[:3]
     return [(even3, odd3), (last3, first5), (odd5, even5)]
 
 
@@ -74,16 +90,21 @@ def _depthwise(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 def msfn_fast(ffn: nn.Module, x: Tensor) -> Tensor:
     """``ffn(x)`` of a FeedForward through the evaluation in the module docs (same parameters, same output)."""
     hidden = ffn.dwconv3x3_1.out_channels
+    pad = -hidden % CHANNEL_ALIGNMENT if fusable(x, *ffn.parameters()) else 0
     order = pair_order(hidden, x.device)
     pairs = []
     for half, conv in enumerate((ffn.dwconv3x3_1, ffn.dwconv5x5_1)):
         index = order + half * hidden
-        x_half = conv1x1(x, ffn.project_in.weight[index], _take(ffn.project_in.bias, index))
+        in_weight, in_bias, w3, b3, w5, b5 = (
+            _pad_rows(_take(tensor, index), pad) for tensor in (
+                ffn.project_in.weight, ffn.project_in.bias, ffn.dwconv3x3.weight, ffn.dwconv3x3.bias,
+                ffn.dwconv5x5.weight, ffn.dwconv5x5.bias))
+        x_half = conv1x1(x, in_weight, in_bias)
         groups = x_half.shape[1]
-        a3 = conv_relu(x_half, ffn.dwconv3x3.weight[index], _take(ffn.dwconv3x3.bias, index), groups)
-        a5 = conv_relu(x_half, ffn.dwconv5x5.weight[index], _take(ffn.dwconv5x5.bias, index), groups)
+        a3 = conv_relu(x_half, w3, b3, groups)
+        a5 = conv_relu(x_half, w5, b5, groups)
         del x_half
-        kernel_a3, kernel_a5, bias_a3, bias_a5 = _branch_weights(conv, order)
+        kernel_a3, kernel_a5, bias_a3, bias_a5 = (_pad_rows(tensor, pad) for tensor in _branch_weights(conv, order))
         pairs += _group_sums(_depthwise(a3, kernel_a3, bias_a3), _depthwise(a5, kernel_a5, bias_a5), hidden)
         del a3, a5
     blocks = [block for pair in pairs for block in pair]
