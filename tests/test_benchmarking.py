@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from rainmer_fixtures import TINY_RAINMER
 
+from rainmer.archs.modules import msfn
 from rainmer.archs.modules.depthwise import depthwise_conv2d
 from rainmer.archs.rainmer_arch import Rainmer
 from rainmer.utils.benchmarking import flop_counter, proc_status_kib, proxy_training_loss
@@ -28,8 +29,10 @@ def test_proc_status_reads_memory_fields_and_names_a_missing_one():
         proc_status_kib('VmNothing')
 
 
-def test_flop_counter_sees_the_fast_paths_direct_onednn_convolutions():
-    """The fast network calls oneDNN directly; its count must equal the count with every conv through F.conv2d."""
+def test_flop_counter_sees_the_fast_paths_direct_onednn_convolutions(monkeypatch):
+    """The fast network calls oneDNN directly; its count must equal the count with every conv through F.conv2d
+    (MSFN's channel padding, which adds real work on zero channels, switched off)."""
+    monkeypatch.setattr(msfn, 'CHANNEL_ALIGNMENT', 1)
     torch.manual_seed(0)
     arch = {k: v for k, v in TINY_RAINMER.items() if k != 'type'}
     net = Rainmer(**arch).eval()

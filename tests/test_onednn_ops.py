@@ -7,9 +7,10 @@ import ctypes
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from rainmer.archs.modules import ops
-from rainmer.archs.modules.ops import conv1x1, conv1x1_per_image, is_channels_last, use_onednn
+from rainmer.archs.modules.ops import conv1x1, conv1x1_add_, conv1x1_per_image, is_channels_last, use_onednn
 from rainmer.utils import allocator
 
 
@@ -56,6 +57,33 @@ def test_conv1x1_per_image_uses_each_images_weight_and_accumulates(channels_last
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(conv1x1_per_image(x, weight, accumulate=out.clone()), 2 * expected)
     torch.testing.assert_close(conv1x1_per_image(x, weight[0]), F.conv2d(x, weight[0, :, :, None, None]))
+
+
+class _OpNames(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.names = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        self.names.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize('out_layout', ['same', 'other', 'strided'])
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_conv1x1_add_accumulates_in_place_with_one_fused_op(channels_last, out_layout):
+    torch.manual_seed(0)
+    x = _random(2, 6, 5, 7, channels_last=channels_last)
+    weight = torch.randn(9, 6)
+    base = _random(2, 9, 5, 7, channels_last=channels_last if out_layout != 'other' else not channels_last)
+    out = torch.randn(2, 9, 5, 14)[..., ::2].copy_(base) if out_layout == 'strided' else base.clone()
+    expected = base + F.conv2d(x, weight[:, :, None, None])
+    with torch.no_grad(), _OpNames() as ops_called:
+        result = conv1x1_add_(out, x, weight)
+    assert result is out or result.data_ptr() == out.data_ptr()
+    torch.testing.assert_close(out, expected)
+    fused = 'mkldnn._convolution_pointwise_.binary' in ' '.join(ops_called.names)
+    assert fused == (out_layout == 'same' and torch.backends.mkldnn.is_available())
 
 
 @pytest.mark.parametrize('layout', ['nchw', 'channels_last', 'channel_slice'])

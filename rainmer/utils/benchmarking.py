@@ -16,11 +16,17 @@ def _onednn_conv_flops(x_shape: list[int], w_shape: list[int], *args: object, ou
     return conv_flop_count(x_shape, w_shape, out_shape, transposed=False)
 
 
+def _onednn_conv_add_flops(other_shape: list[int], x_shape: list[int], w_shape: list[int], *args: object,
+                           out_shape: list[int], **kwargs: object) -> int:
+    return conv_flop_count(x_shape, w_shape, out_shape, transposed=False)
+
+
 def flop_counter(custom_mapping: Mapping | None = None) -> FlopCounterMode:
     """A FlopCounterMode that also counts the fast paths' direct oneDNN convolutions and rainmer's native
     depthwise weight gradient (torch's registry knows neither; a multiply-add = 2 FLOPs)."""
     mapping = {torch.ops.aten.mkldnn_convolution: _onednn_conv_flops,
                torch.ops.mkldnn._convolution_pointwise: _onednn_conv_flops,
+               torch.ops.mkldnn._convolution_pointwise_: _onednn_conv_add_flops,  # conv summed into an output
                torch.ops.rainmer.depthwise_weight_grad: weight_grad_flops}
     return FlopCounterMode(display=False, custom_mapping={**mapping, **(custom_mapping or {})})
 

@@ -32,6 +32,17 @@ def conv1x1(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     return F.conv2d(x, weight, bias)
 
 
+def conv1x1_add_(out: Tensor, x: Tensor, weight: Tensor) -> Tensor:
+    """``out += conv1x1(x, weight)`` in place; one oneDNN op (its sum post-op, no temporary) where :func:`fusable`
+    and ``out`` is dense in x's memory layout."""
+    layout = torch.channels_last if is_channels_last(x) else torch.contiguous_format
+    if fusable(x, weight, out) and out.is_contiguous(memory_format=layout) and x.is_contiguous(memory_format=layout):
+        weight = weight.reshape(*weight.shape[:2], 1, 1).contiguous()
+        return torch.ops.mkldnn._convolution_pointwise_.binary(out, x, weight, None, [0, 0], [1, 1], [1, 1], 1,
+                                                               'add', 1.0, None, [], None)
+    return out.add_(conv1x1(x, weight))
+
+
 def _needs_grad(*tensors: Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -82,8 +93,8 @@ def conv1x1_per_image(x: Tensor, weight: Tensor, accumulate: Tensor | None = Non
     matmul.
     """
     if weight.dim() == 2 or x.shape[0] == 1:
-        out = conv1x1(x, weight if weight.dim() == 2 else weight[0])
-        return out if accumulate is None else accumulate.add_(out)
+        weight = weight if weight.dim() == 2 else weight[0]
+        return conv1x1(x, weight) if accumulate is None else conv1x1_add_(accumulate, x, weight)
     if (use_onednn(x) and _needs_grad(x, weight, accumulate) and weight.dtype == x.dtype
             and x.shape[2] * x.shape[3] * weight.shape[1] * weight.shape[2] >= MIN_PER_IMAGE_WORK):
         return _PerImageConv1x1.apply(x, weight, accumulate)
@@ -91,7 +102,7 @@ def conv1x1_per_image(x: Tensor, weight: Tensor, accumulate: Tensor | None = Non
         if accumulate is None:
             return torch.cat([conv1x1(x[index:index + 1], weight[index]) for index in range(x.shape[0])])
         for index in range(x.shape[0]):
-            accumulate[index:index + 1].add_(conv1x1(x[index:index + 1], weight[index]))
+            conv1x1_add_(accumulate[index:index + 1], x[index:index + 1], weight[index])
         return accumulate
     return _batched_matmul(x, weight, accumulate)
 
