@@ -96,6 +96,23 @@ def test_training_entry_shapes_and_joint_logits():
     assert logits['chromatic'].abs().max() <= 1 + 1e-6
 
 
+@pytest.mark.parametrize('size', [32, 24])  # the prompt size (features shared), another size (computed twice)
+def test_inference_shares_encoder_features_only_when_the_input_has_the_prompt_size(size, monkeypatch):
+    network = tiny().eval()
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        query = network.query_encoder.features(network.resize_query(x))
+        location = network.query_encoder.features(x)
+        prompts = network._prompts(network.query_encoder.represent(query, network.prompt_views))
+        expected = network.restore(x, prompts, network._fusion(location))
+        calls = []
+        features = network.query_encoder.features
+        monkeypatch.setattr(network.query_encoder, 'features', lambda image: calls.append(image) or features(image))
+        out = network(x)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    assert len(calls) == (1 if size == TINY['prompt_size'] else 2)
+
+
 def test_training_entry_batches_keys_like_separate_encodings():
     network = tiny()
     lq, lq_resize, keys, negatives = training_batch()

@@ -154,11 +154,14 @@ class Rainmer(SparseTransformerBackbone):
         x, lq_resize = self._layout(x), self._layout(lq_resize)
         h, w = x.shape[-2:]
         padded = self._layout(pad_to_multiple(x))
-        prompts = None
+        prompts = query_input = None
         if self.prompt_views:
-            query_feat = self.query_encoder.features(self.resize_query(x if lq_resize is None else lq_resize))
+            query_input = self.resize_query(x if lq_resize is None else lq_resize)
+            query_feat = self.query_encoder.features(query_input)
             prompts = self._prompts(self.query_encoder.represent(query_feat, self.prompt_views))
-        location = self.query_encoder.features(padded) if self.local_fusion is not None else None
+        location = None
+        if self.local_fusion is not None:  # an input of the prompt size needs no resize nor padding: same features
+            location = query_feat if query_input is padded else self.query_encoder.features(padded)
         return self.restore(padded, prompts, self._fusion(location))[..., :h, :w]
 
     # ------------------------------------------------------------------ training
