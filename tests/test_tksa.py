@@ -133,6 +133,8 @@ def test_module_fast_equals_plain_with_same_weights(chained, channels_last):
     assert x_fast.grad.is_contiguous(memory_format=torch.channels_last) == channels_last
     for (name, p_fast), p_plain in zip(fast.named_parameters(), plain.parameters()):
         torch.testing.assert_close(p_fast.grad, p_plain.grad, atol=1e-4, rtol=1e-4, msg=name)
+    with torch.no_grad():  # the inference branch (norms as sqrt of sums of squares)
+        torch.testing.assert_close(fast(x_fast), out_plain, atol=1e-5, rtol=1e-5)
 
 
 def test_module_chained_equals_literal_reimplementation():

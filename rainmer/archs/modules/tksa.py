@@ -103,6 +103,15 @@ def sparse_attention_fast(attn: Tensor, v: Tensor, counts: Sequence[int], weight
     return sparse_attention_mix(attn, counts, weights, chained) @ v
 
 
+def _pixel_norms(x: Tensor, dim: int) -> Tensor:
+    """L2 norms of x along its pixel dimension. Without autograd as ``sqrt(sum of squares)``: 3.6x faster than
+    ``linalg.vector_norm`` across the pixels of a channels_last slice; under autograd ``linalg.vector_norm``,
+    whose backward keeps the training step's peak memory 130 MiB lower."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return torch.linalg.vector_norm(x, dim=dim)
+    return x.square().sum(dim).sqrt()
+
+
 class _GramOfColumns(torch.autograd.Function):
     """``q^T k`` for q, k [B, HW, C]; the gradients are [B, HW, C] contiguous (autograd's bmm would return the
     transposes of [B, C, HW] matrices, which are NCHW tensors where the network runs channels_last)."""
@@ -204,9 +213,8 @@ class TopKSparseAttention(nn.Module):
         q, k = as_matrices(q), as_matrices(k)
         pixel_dim = 1 if pixels_first else 2
         eps = 1e-12  # F.normalize's
-        # sqrt(sum of squares): 3.6x faster than linalg.vector_norm across the pixels of a channels_last slice
-        norm_q = q.square().sum(pixel_dim).sqrt().clamp_min(eps).view(b, heads, d, 1)
-        norm_k = k.square().sum(pixel_dim).sqrt().clamp_min(eps).view(b, heads, 1, d)
+        norm_q = _pixel_norms(q, pixel_dim).clamp_min(eps).view(b, heads, d, 1)
+        norm_k = _pixel_norms(k, pixel_dim).clamp_min(eps).view(b, heads, 1, d)
         gram = _GramOfColumns.apply(q, k) if pixels_first else torch.bmm(q, k.transpose(1, 2))
         gram = gram.view(b, heads, d, heads, d).diagonal(dim1=1, dim2=3)
         return (gram.permute(0, 3, 1, 2) / (norm_q * norm_k) * self.temperature).contiguous()
