@@ -13,7 +13,8 @@ several threads it also counts their spin-waits), throughput and the plain/fast 
 difference of their outputs. Peak memory (``--memory``) is measured in a fresh subprocess per variant and mode: the
 resident-set high-water mark (VmHWM) minus the resident set before the step on CPU, ``max_memory_allocated`` on
 CUDA. ``--amp`` also times the fast variant under autocast (fp16 with a GradScaler on CUDA, bf16 on CUDA or on
-CPUs with bf16 instructions); its outputs differ from fp32 by bf16/fp16 rounding.
+CPUs with bf16 instructions); its outputs differ from fp32 by bf16/fp16 rounding. ``--breakdown`` adds the
+inference time of every component (MSFN, TKSA, MoE, SE projectors, LayerNorm, prompt injection) of both variants.
 
 Example: ``python scripts/benchmark.py --sizes 128 256 --threads 2 --repeat 3 --memory``.
 """
@@ -29,10 +30,14 @@ import rainmer  # noqa: F401  (its compat shim must load before basicsr)
 # isort: split
 import torch
 
-from rainmer.archs.modules.tksa import DEFAULT_SPARSE_RATES
+from rainmer.archs.modules.moe import MixtureOfExperts
+from rainmer.archs.modules.projector import Projector
+from rainmer.archs.modules.prompt import PromptInjection
+from rainmer.archs.modules.tksa import DEFAULT_SPARSE_RATES, TopKSparseAttention
+from rainmer.archs.modules.transformer import FeedForward, LayerNorm
 from rainmer.archs.rainmer_arch import Rainmer
 from rainmer.utils.allocator import tune_malloc
-from rainmer.utils.benchmarking import peak_memory_mib, proxy_training_loss, synchronize
+from rainmer.utils.benchmarking import component_timer, peak_memory_mib, proxy_training_loss, synchronize
 
 PLAIN = dict(fast_tksa=False, fused_experts=False, fast_ffn=False, channels_last=False)
 FAST = dict(fast_tksa=True, fused_experts=True, fast_ffn=True, channels_last=True)
@@ -127,6 +132,44 @@ def time_modes(args: argparse.Namespace, size: int, device: torch.device) -> lis
     return rows
 
 
+COMPONENTS = {'MSFN': FeedForward, 'TKSA': TopKSparseAttention, 'MoE / MEFC (with the encoder\'s)': MixtureOfExperts,
+              'SE projectors': Projector, 'LayerNorm': LayerNorm, 'prompt injection': PromptInjection}
+
+
+def breakdown(args: argparse.Namespace, size: int, device: torch.device) -> list[dict]:
+    """Inference time per component (forward hooks, inclusive) of plain and fast, medians over ``--repeat`` runs
+    taken alternately; the last row is the whole step, timed in the same runs."""
+    nets = build_pair(_arch(args), device, args.topk == 'chained')
+    data = make_batch(args.batch, size, args.prompt_size, args.n_neg, device)
+    steps = {name: make_step(net, 'inference', data) for name, net in nets.items()}
+    runs = {name: [] for name in nets}
+    calls = {}
+    for _ in range(args.repeat + 1):  # the first run warms up
+        for name, step in steps.items():
+            with component_timer(nets[name], COMPONENTS, device) as totals:
+                synchronize(device)
+                start = time.perf_counter()
+                step()
+                synchronize(device)
+                whole = time.perf_counter() - start
+            runs[name].append({**{key: value[0] for key, value in totals.items()}, 'whole network': whole})
+            calls = {key: value[1] for key, value in totals.items()}
+    rows = []
+    for component in [*COMPONENTS, 'whole network']:
+        plain, fast = (statistics.median(run[component] for run in runs[name][1:]) for name in ('plain', 'fast'))
+        rows.append(dict(size=size, component=component, calls=calls.get(component, 1), plain_s=plain,
+                         fast_s=fast, speedup=plain / fast if fast else float('nan')))
+    return rows
+
+
+def print_breakdown(rows: list[dict]) -> None:
+    print('| size | component | calls | plain s | fast s | speed-up |')
+    print('|---|---|---|---|---|---|')
+    for row in rows:
+        print(f"| {row['size']} | {row['component']} | {row['calls']} | {row['plain_s']:.3f} | {row['fast_s']:.3f} | "
+              f"{row['speedup']:.2f}x |")
+
+
 def dense_topk_diff(args: argparse.Namespace, size: int, mode: str, device: torch.device) -> float:
     """Max abs difference of plain and fast with every sparse rate 1 (top-k keeps all: a continuous network).
 
@@ -192,6 +235,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('--malloc', choices=['tuned', 'default'], default='tuned',
                         help="glibc malloc: 'tuned' as the training/test pipelines run (rainmer/utils/allocator.py), "
                              "or glibc's defaults; both variants run under the same setting")
+    parser.add_argument('--breakdown', action='store_true',
+                        help='also time the inference of every component (MSFN, TKSA, MoE, ...) of both variants')
     parser.add_argument('--_memory-of', nargs=3, default=None, help=argparse.SUPPRESS)
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
@@ -220,9 +265,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {row['mode']} | {row['size']} | {row['variant']} | {row['median_s']:.3f} | "
               f"{row['images_per_s']:.2f} | {row['speedup']:.2f}x | {row['cpu_s']:.3f} | {row['cpu_speedup']:.2f}x | "
               f"{'' if peak is None else f'{peak:.0f}'} | {diff} | {dense} |")
+    components = [row for size in args.sizes for row in breakdown(args, size, device)] if args.breakdown else []
+    if components:
+        print_breakdown(components)
     if args.json:
         with open(args.json, 'w') as handle:
-            json.dump(rows, handle, indent=1)
+            json.dump({'rows': rows, 'components': components} if components else rows, handle, indent=1)
 
 
 if __name__ == '__main__':

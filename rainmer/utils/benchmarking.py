@@ -1,10 +1,12 @@
-"""What the benchmark scripts share: device synchronisation, the peak memory of one step, FLOP counting, a proxy
-training loss."""
-from collections.abc import Callable, Mapping
+"""What the benchmark scripts share: device synchronisation, the peak memory of one step, FLOP counting, forward
+time per network component, a proxy training loss."""
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 from rainmer.archs.modules.contrastive import degradation_detail_logits
@@ -60,6 +62,41 @@ def peak_memory_mib(step: Callable[[], object], device: torch.device) -> float:
     before = proc_status_kib('VmRSS')
     step()
     return (proc_status_kib('VmHWM') - before) / 1024
+
+
+@contextlib.contextmanager
+def component_timer(net: nn.Module, components: Mapping[str, type | tuple[type, ...]],
+                    device: torch.device) -> Iterator[dict[str, list[float]]]:
+    """Forward time of every module of each component class, while the context is open.
+
+    Yields ``name -> [seconds, calls]``, summed over the modules of that class (inclusive times from forward
+    hooks, the device synchronised at each boundary). Components must not nest in one another.
+    """
+    totals = {name: [0.0, 0] for name in components}
+    starts: dict[int, float] = {}
+    handles = []
+
+    def hooks(name: str) -> tuple[Callable, Callable]:
+        def before(module: nn.Module, *args: object) -> None:
+            synchronize(device)
+            starts[id(module)] = time.perf_counter()
+
+        def after(module: nn.Module, *args: object) -> None:
+            synchronize(device)
+            totals[name][0] += time.perf_counter() - starts.pop(id(module))
+            totals[name][1] += 1
+        return before, after
+
+    for module in net.modules():
+        name = next((name for name, kind in components.items() if isinstance(module, kind)), None)
+        if name is not None:
+            before, after = hooks(name)
+            handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
+    try:
+        yield totals
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def proxy_training_loss(restored: Tensor, logits: Mapping[str, Tensor], gt: Tensor) -> Tensor:
