@@ -9,7 +9,8 @@ For every mode ('inference': a no-grad forward of ``--batch`` images; 'train': o
 ``forward_train`` with ``--n-neg`` negatives per view, loss and backward, AdamW) both variants are timed
 alternately in one process (``--repeat`` times after a warm-up) so that they share the machine's load; the table
 gives medians of wall time and of process CPU time (on a shared machine the CPU time is the steadier figure; with
-several threads it also counts their spin-waits), throughput and the plain/fast ratios, and the maximum absolute
+several threads it also counts their spin-waits), throughput and the plain/fast ratios, the fastest run of each
+variant and their ratio (the least disturbed runs, on a machine whose speed varies), and the maximum absolute
 difference of their outputs. Peak memory (``--memory``) is measured in a fresh subprocess per variant and mode: the
 resident-set high-water mark (VmHWM) minus the resident set before the step on CPU, ``max_memory_allocated`` on
 CUDA. ``--amp`` also times the fast variant under autocast (fp16 with a GradScaler on CUDA, bf16 on CUDA or on
@@ -126,6 +127,7 @@ def time_modes(args: argparse.Namespace, size: int, device: torch.device) -> lis
         for name, values in times.items():
             median, cpu = statistics.median(values), statistics.median(cpu_times[name])
             rows.append(dict(mode=mode, size=size, variant=name, median_s=median, runs_s=values, cpu_s=cpu,
+                             best_s=min(values), best_speedup=min(times['plain']) / min(values),
                              images_per_s=args.batch / median, speedup=plain / median, cpu_speedup=plain_cpu / cpu,
                              max_abs_diff=diff if name == 'fast' else None,
                              dense_topk_diff=dense_diff if name == 'fast' else None))
@@ -254,9 +256,9 @@ def main(argv: list[str] | None = None) -> None:
     rows = [row for size in args.sizes for row in time_modes(args, size, device)]
     print(f'device {device}, threads {torch.get_num_threads()}, batch {args.batch}, n_neg {args.n_neg}, '
           f'repeat {args.repeat} (medians), top-k {args.topk}, malloc {"tuned" if malloc_tuned else "default"}')
-    print('| mode | size | variant | median s | images/s | speed-up vs plain | CPU s | CPU-time speed-up | peak MiB '
-          '| max abs diff | max abs diff, rates 1 |')
-    print('|---|---|---|---|---|---|---|---|---|---|---|')
+    print('| mode | size | variant | median s | images/s | speed-up vs plain | CPU s | CPU-time speed-up | best s '
+          '| best-run speed-up | peak MiB | max abs diff | max abs diff, rates 1 |')
+    print('|---|---|---|---|---|---|---|---|---|---|---|---|---|')
     for row in rows:
         peak = peaks.get((row['size'], row['mode'], row['variant']))
         row['peak_mib'] = peak
@@ -264,7 +266,8 @@ def main(argv: list[str] | None = None) -> None:
         dense = '' if row['dense_topk_diff'] is None else f"{row['dense_topk_diff']:.1e}"
         print(f"| {row['mode']} | {row['size']} | {row['variant']} | {row['median_s']:.3f} | "
               f"{row['images_per_s']:.2f} | {row['speedup']:.2f}x | {row['cpu_s']:.3f} | {row['cpu_speedup']:.2f}x | "
-              f"{'' if peak is None else f'{peak:.0f}'} | {diff} | {dense} |")
+              f"{row['best_s']:.3f} | {row['best_speedup']:.2f}x | {'' if peak is None else f'{peak:.0f}'} | {diff} | "
+              f"{dense} |")
     components = [row for size in args.sizes for row in breakdown(args, size, device)] if args.breakdown else []
     if components:
         print_breakdown(components)
