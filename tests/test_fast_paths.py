@@ -101,6 +101,17 @@ def test_fast_msfn_without_autograd_equals_plain_msfn(dim, channels_last):
     assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
 
 
+def test_fast_msfn_trains_after_inference_mode():
+    """Nothing made under inference_mode (an inference tensor) may be reused by a later autograd pass."""
+    torch.manual_seed(0)
+    ffn = FeedForward(6, 2.66, bias=True)
+    x = torch.randn(1, 6, 5, 5)
+    with torch.inference_mode():
+        ffn(x)
+    ffn(x.requires_grad_()).sum().backward()
+    assert x.grad is not None and ffn.project_in.weight.grad is not None
+
+
 def test_fast_msfn_with_frozen_input_side_equals_plain_msfn():
     """Only the second stage trains and the input needs no gradient: the fast path must still take its autograd
     branch (the fused one writes into a buffer, which autograd cannot follow)."""

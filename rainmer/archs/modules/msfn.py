@@ -18,8 +18,6 @@ biases, so the extra channels stay zero and are never summed): the paper's width
 oneDNN's depthwise convs on 255 channels take 1.4-1.7x as long as on 256. Under autograd the unused padding block
 would get a zero gradient in NCHW layout, turning the block gradients NCHW, so training runs unpadded.
 """
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -30,9 +28,8 @@ from rainmer.archs.modules.ops import conv1x1, conv_relu, fusable, is_channels_l
 CHANNEL_ALIGNMENT = 16  # one AVX-512 vector of fp32
 
 
-@functools.lru_cache(maxsize=64)
 def pair_order(hidden: int, device: torch.device) -> Tensor:
-    """Permutation of one half's ``hidden`` channels: the even channels, then the odd ones (cached: read only)."""
+    """Permutation of one half's ``hidden`` channels: the even channels, then the odd ones."""
     half = torch.arange(hidden, device=device)
     return torch.cat([half[0::2], half[1::2]])
 
