@@ -102,8 +102,7 @@ def make_step(net: Rainmer, mode: str, data: dict, amp: str | None = None):
     return step
 
 
-def time_modes(args: argparse.Namespace, size: int, device: torch.device) -> list[dict]:
-    nets = build_pair(_arch(args), device, args.topk == 'chained')
+def time_modes(args: argparse.Namespace, size: int, device: torch.device, nets: dict[str, Rainmer]) -> list[dict]:
     rows = []
     for mode in args.modes:
         data = make_batch(args.batch, size, args.prompt_size, args.n_neg, device)
@@ -138,10 +137,9 @@ COMPONENTS = {'MSFN': FeedForward, 'TKSA': TopKSparseAttention, 'MoE / MEFC (wit
               'SE projectors': Projector, 'LayerNorm': LayerNorm, 'prompt injection': PromptInjection}
 
 
-def breakdown(args: argparse.Namespace, size: int, device: torch.device) -> list[dict]:
+def breakdown(args: argparse.Namespace, size: int, device: torch.device, nets: dict[str, Rainmer]) -> list[dict]:
     """Inference time per component (forward hooks, inclusive) of plain and fast, medians over ``--repeat`` runs
     taken alternately; the last row is the whole step, timed in the same runs."""
-    nets = build_pair(_arch(args), device, args.topk == 'chained')
     data = make_batch(args.batch, size, args.prompt_size, args.n_neg, device)
     steps = {name: make_step(net, 'inference', data) for name, net in nets.items()}
     runs = {name: [] for name in nets}
@@ -253,7 +251,8 @@ def main(argv: list[str] | None = None) -> None:
     # peak memory first, each in a fresh subprocess, while this process is still small: with tuned malloc this
     # process keeps the memory of its timed steps for reuse, and both may not fit in RAM at once
     peaks = memory_table(args, [a for a in argv if a != '--memory']) if args.memory else {}
-    rows = [row for size in args.sizes for row in time_modes(args, size, device)]
+    nets = build_pair(_arch(args), device, args.topk == 'chained')  # training steps run at lr 0: weights stay
+    rows = [row for size in args.sizes for row in time_modes(args, size, device, nets)]
     print(f'device {device}, threads {torch.get_num_threads()}, batch {args.batch}, n_neg {args.n_neg}, '
           f'repeat {args.repeat} (medians), top-k {args.topk}, malloc {"tuned" if malloc_tuned else "default"}')
     print('| mode | size | variant | median s | images/s | speed-up vs plain | CPU s | CPU-time speed-up | best s '
@@ -268,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{row['images_per_s']:.2f} | {row['speedup']:.2f}x | {row['cpu_s']:.3f} | {row['cpu_speedup']:.2f}x | "
               f"{row['best_s']:.3f} | {row['best_speedup']:.2f}x | {'' if peak is None else f'{peak:.0f}'} | {diff} | "
               f"{dense} |")
-    components = [row for size in args.sizes for row in breakdown(args, size, device)] if args.breakdown else []
+    components = [row for size in args.sizes for row in breakdown(args, size, device, nets)] if args.breakdown else []
     if components:
         print_breakdown(components)
     if args.json:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rainmer.archs.modules.depthwise import depthwise_conv2d
-from rainmer.archs.modules.ops import conv1x1, conv_relu, fusable, is_channels_last
+from rainmer.archs.modules.ops import conv1x1, conv_relu, fusable, memory_format_of
 
 CHANNEL_ALIGNMENT = 16  # one AVX-512 vector of fp32
 
@@ -110,7 +110,7 @@ def msfn_fast(ffn: nn.Module, x: Tensor) -> Tensor:
         del a3, a5
     blocks = [block for pair in pairs for block in pair]
     if fusable(*blocks):  # add + ReLU written straight into the project_out input
-        layout = torch.channels_last if is_channels_last(x) else torch.contiguous_format
+        layout = memory_format_of(x)
         first = blocks[0]
         joined = torch.empty(first.shape[0], 2 * hidden, *first.shape[2:], dtype=first.dtype, device=first.device,
                              memory_format=layout)

@@ -35,7 +35,7 @@ def conv1x1(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 def conv1x1_add_(out: Tensor, x: Tensor, weight: Tensor) -> Tensor:
     """``out += conv1x1(x, weight)`` in place; one oneDNN op (its sum post-op, no temporary) where :func:`fusable`
     and ``out`` is dense in x's memory layout."""
-    layout = torch.channels_last if is_channels_last(x) else torch.contiguous_format
+    layout = memory_format_of(x)
     if fusable(x, weight, out) and out.is_contiguous(memory_format=layout) and x.is_contiguous(memory_format=layout):
         weight = weight.reshape(*weight.shape[:2], 1, 1).contiguous()
         return torch.ops.mkldnn._convolution_pointwise_.binary(out, x, weight, None, [0, 0], [1, 1], [1, 1], 1,
@@ -80,6 +80,11 @@ def is_channels_last(x: Tensor) -> bool:
     """True where channels are the innermost dimension of a 4-D x with C > 1 and H * W > 1: channels_last tensors
     and their channel slices."""
     return x.dim() == 4 and x.stride(1) == 1 and x.shape[1] > 1 and x.shape[2] * x.shape[3] > 1
+
+
+def memory_format_of(x: Tensor) -> torch.memory_format:
+    """``torch.channels_last`` for :func:`is_channels_last` tensors, else ``torch.contiguous_format``."""
+    return torch.channels_last if is_channels_last(x) else torch.contiguous_format
 
 
 def conv1x1_per_image(x: Tensor, weight: Tensor, accumulate: Tensor | None = None) -> Tensor:
@@ -148,7 +153,7 @@ class _PerImageConv1x1(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:  # noqa: ANN001
         x, weight = ctx.saved_tensors
-        layout = torch.channels_last if is_channels_last(x) else torch.contiguous_format
+        layout = memory_format_of(x)
         grad = grad.contiguous(memory_format=layout)
         grad_x = grad_weight = None
         if ctx.needs_input_grad[0]:
