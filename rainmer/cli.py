@@ -3,7 +3,8 @@ import argparse
 import importlib
 import sys
 import textwrap
-from collections.abc import Callable
+
+from rainmer.errors import run_guarded
 
 # ``rainmer <tool> ...`` -> module whose ``main(argv)`` runs it
 RAINMER_TOOLS = {
@@ -15,24 +16,6 @@ RAINMER_TOOLS = {
                 'latency) and a bar chart'),
     'demo': ('rainmer.demo', 'Rainmer derains photographs: synthetic rain, training, test, report (make demo)'),
 }
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from rainmer.compat.registry import UnknownNameError
-    from rainmer.compat.torchvision_shim import TorchvisionMismatchError
-    from rainmer.options import OptionError
-
-    return (OptionError, UnknownNameError, TorchvisionMismatchError, FileNotFoundError, NotADirectoryError)
-
-
-def run_guarded(pipeline: Callable, args: argparse.Namespace, returns_code: bool = True) -> int:
-    """Run a pipeline; errors the user can fix print one line (no traceback) and exit with 2."""
-    try:
-        result = pipeline(args)
-    except _user_errors() as error:
-        print(f'error: {error}', file=sys.stderr)
-        return 2
-    return int(result) if returns_code else 0
 
 
 def registered_names() -> dict[str, list[str]]:
@@ -99,7 +82,7 @@ def rainmer_main(argv: list[str] | None = None) -> int:
 
     tune_malloc()
     module = importlib.import_module(RAINMER_TOOLS[argv[0]][0])
-    return int(module.main(argv[1:]) or 0)
+    return run_guarded(module.main, argv[1:])  # a tool's user error is one line, whatever the tool
 
 
 if __name__ == '__main__':

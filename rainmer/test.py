@@ -77,7 +77,7 @@ def test_pipeline(args: argparse.Namespace, root_path: str | None = None) -> dic
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m rainmer.test -opt X.yml``"""
-    from rainmer.cli import run_guarded
+    from rainmer.errors import run_guarded
 
     parser = add_toolbox_flags(argparse.ArgumentParser(prog='python -m rainmer.test', description=__doc__))
     args = parser.parse_args(argv)

@@ -202,7 +202,7 @@ def train_pipeline(args: argparse.Namespace, root_path: str | None = None) -> in
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m rainmer.train -opt X.yml [--launcher pytorch] ...``"""
-    from rainmer.cli import run_guarded
+    from rainmer.errors import run_guarded
 
     parser = add_toolbox_flags(argparse.ArgumentParser(prog='python -m rainmer.train', description=__doc__))
     args = parser.parse_args(argv)

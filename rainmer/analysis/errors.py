@@ -1,7 +1,8 @@
 """Errors of the representation analysis that a user can fix (options, files, optional packages)."""
+from rainmer.errors import UserError
 
 
-class AnalysisError(ValueError):
+class AnalysisError(UserError, ValueError):
     """An analysis option, file or encoder that cannot work; the message names it."""
 
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from rainmer.data.errors import DataError
 from rainmer.data.layouts import LAYOUTS, default_lmdb_dir
+from rainmer.errors import UserError
 
 PROG = 'rainmer data'
 
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     try:
         return COMMANDS[args.command](args)
-    except DataError as err:
+    except UserError as err:  # DataError and every other error the user can fix
         print(f'{PROG} {args.command}: error: {err}', file=sys.stderr)
     except OSError as err:
         print(f'{PROG} {args.command}: error: {err.filename or ""}: {err.strerror or err}', file=sys.stderr)

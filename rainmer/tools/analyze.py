@@ -16,7 +16,6 @@ from rainmer.plugins import load_plugins
 
 load_plugins()
 
-from rainmer.analysis.errors import AnalysisError  # noqa: E402
 from rainmer.analysis.pipeline import run_analysis  # noqa: E402
 from rainmer.options import OptionError, force_option, load_yaml  # noqa: E402
 
@@ -85,16 +84,9 @@ def analyze(args: argparse.Namespace) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     """``rainmer analyze ...``; user errors print one line and return 2."""
-    from rainmer.compat.registry import UnknownNameError
-    from rainmer.data.errors import DataError
+    from rainmer.errors import run_guarded
 
-    args = build_parser().parse_args(argv)
-    try:
-        analyze(args)
-    except (AnalysisError, OptionError, DataError, UnknownNameError, FileNotFoundError, NotADirectoryError) as error:
-        print(f'error: {error}', file=sys.stderr)
-        return 2
-    return 0
+    return run_guarded(analyze, build_parser().parse_args(argv), returns_code=False)
 
 
 if __name__ == '__main__':

@@ -462,7 +462,7 @@ def compare(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``rainmer compare MODEL [MODEL ...] [--test-opt X_test.yml] [--out DIR]``"""
-    from rainmer.cli import run_guarded
+    from rainmer.errors import run_guarded
 
     return run_guarded(compare, build_parser().parse_args(argv))
 

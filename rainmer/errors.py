@@ -1,0 +1,40 @@
+"""Errors a user can fix, and the guard that prints them as one line (a leaf module: it imports no rainmer code).
+
+Every such error subclasses :class:`UserError`; its message is one line that names the file or option and says
+what to do. Commands run their work through :func:`run_guarded`, which prints ``error: <message>`` on stderr
+(no traceback) and returns exit status 2.
+"""
+import sys
+from collections.abc import Callable
+from typing import Any
+
+
+class UserError(Exception):
+    """An error the user can fix (a file, an option, an installed package); the message says which and how."""
+
+
+class OptionError(UserError, ValueError):
+    """A YAML option or command-line flag that cannot work, with the option named."""
+
+
+# Also user errors, although not ours: a path given in the options or on the command line that is not there.
+USER_ERRORS: tuple[type[BaseException], ...] = (UserError, FileNotFoundError, NotADirectoryError)
+
+
+def run_guarded(pipeline: Callable[[Any], Any], args: Any, returns_code: bool = True) -> int:
+    """Run ``pipeline(args)``; a user error prints ``error: <message>`` on stderr (no traceback) and returns 2.
+
+    Otherwise returns the pipeline's result as the exit status (``returns_code``) or 0.
+    """
+    try:
+        result = pipeline(args)
+    except USER_ERRORS as error:
+        print_user_error(error)
+        return 2
+    return int(result) if returns_code else 0
+
+
+def print_user_error(error: BaseException) -> None:
+    """``error: <message>`` on stderr, on one line (a multi-line message is joined)."""
+    message = ' '.join(line.strip() for line in str(error).splitlines() if line.strip())
+    print(f'error: {message}', file=sys.stderr)
