@@ -3,16 +3,20 @@ import builtins
 import os
 import warnings
 
+import basicsr
+import basicsr.utils.dist_util as dist_util
 import pytest
 import torch
 from basicsr.archs import build_network
 from basicsr.models.lr_scheduler import MultiStepRestartLR
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY
 
-from rainmer.compat import checkpoint, distributed
+import rainmer.compat
+from rainmer.compat import checkpoint, distributed, targets
 from rainmer.compat.model import get_optimizer, setup_schedulers
 from rainmer.compat.registry import UnknownNameError
 from rainmer.compat.torchvision_shim import TorchvisionMismatchError, check_torchvision
+from rainmer.errors import UserError
 from rainmer.options import OptionError, force_option
 from rainmer.utils.registry import SCHEDULER_REGISTRY
 
@@ -168,3 +172,50 @@ def test_one_lmdb_can_back_several_file_clients(tmp_path):
     env.close()
     clients = [FileClient('lmdb', db_paths=[path], client_keys=['lq']) for _ in range(2)]
     assert [c.get('a', 'lq') for c in clients] == [b'payload', b'payload']
+
+
+@pytest.mark.parametrize('target', targets.TARGETS, ids='.'.join)
+def test_every_compat_target_exists_in_the_installed_basicsr(target):
+    assert targets.resolve(*target) is not None
+    assert targets.toolbox_version() in targets.TESTED_VERSIONS
+
+
+def test_a_missing_target_stops_the_compat_layer_with_one_line(monkeypatch):
+    monkeypatch.delattr(dist_util, 'init_dist')
+    monkeypatch.setattr(rainmer.compat, '_applied', False)
+    with pytest.raises(targets.ToolboxVersionError) as info:
+        rainmer.compat.apply_toolbox_compat()
+    assert isinstance(info.value, UserError)
+    assert str(info.value) == (f'basicsr.utils.dist_util.init_dist: not found in the installed BasicSR '
+                               f'{basicsr.__version__}; rainmer patches BasicSR 1.4.2: pip install basicsr==1.4.2')
+
+
+def test_an_untested_basicsr_version_warns_once(monkeypatch):
+    monkeypatch.setattr(basicsr, '__version__', '1.5.0')
+    monkeypatch.setattr(targets, '_warned_versions', set())
+    with pytest.warns(UserWarning, match=r'BasicSR 1\.5\.0 is untested with rainmer \(tested: 1\.4\.2\)'):
+        targets.check_toolbox()
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        targets.check_toolbox()
+
+
+def test_wrapped_registry_lookup_keeps_the_toolbox_fallback_without_its_print(capsys):
+    from basicsr.archs.srvgg_arch import SRVGGNetCompact
+
+    assert ARCH_REGISTRY.get('SRVGGNetCompact') is SRVGGNetCompact  # registered as SRVGGNetCompact_basicsr
+    assert ARCH_REGISTRY.get('SwinIR').__name__ == 'SwinIR'
+    assert capsys.readouterr().out == ''
+
+
+def test_wrapped_get_optimizer_builds_adam_through_the_toolbox(monkeypatch):
+    from rainmer.compat import model
+
+    calls = []
+    original = model._toolbox_get_optimizer
+    monkeypatch.setattr(model, '_toolbox_get_optimizer', lambda *args, **kwargs: calls.append(args[1]) or
+                        original(*args, **kwargs))
+    params = [torch.nn.Parameter(torch.ones(1))]
+    assert type(get_optimizer(None, 'Adam', params, 1e-3)) is torch.optim.Adam
+    assert type(get_optimizer(None, 'SGD', params, 1e-3, momentum=0.9)) is torch.optim.SGD  # the toolbox refuses
+    assert calls == ['Adam', 'SGD']

@@ -1,7 +1,9 @@
 """Make BasicSR 1.4.2 work on today's torch/torchvision/numpy, without touching site-packages.
 
 Every fix is applied once, when ``rainmer`` is imported, and leaves the toolbox's behaviour
-unchanged where it already worked (see DESIGN.md section 8):
+unchanged where it already worked (see docs/compatibility.md). Before patching, every BasicSR object
+that is patched or relied on (:data:`rainmer.compat.targets.TARGETS`) must exist: a missing one fails
+with one line naming it and the supported BasicSR version (1.4.2); an untested version warns once.
 
 - ``torchvision.transforms.functional_tensor`` (removed from torchvision) is provided;
 - a torch/torchvision build mismatch fails with a message that says what to reinstall;
@@ -13,6 +15,7 @@ unchanged where it already worked (see DESIGN.md section 8):
 - one LMDB can back several datasets (py-lmdb refuses a second open in a process);
 - optimisers by any ``torch.optim`` name and schedulers from :data:`SCHEDULER_REGISTRY`.
 """
+from rainmer.compat.targets import check_toolbox
 from rainmer.compat.torchvision_shim import check_torchvision, install_functional_tensor_shim
 
 _applied = False
@@ -24,7 +27,8 @@ def apply_toolbox_compat() -> None:
     if _applied:
         return
     check_torchvision()
-    install_functional_tensor_shim()
+    install_functional_tensor_shim()  # BasicSR cannot be imported without it
+    check_toolbox()
 
     from rainmer.compat import checkpoint, distributed, lmdb_backend, model, registry
 

@@ -2,22 +2,23 @@
 import torch
 from basicsr.models import lr_scheduler as toolbox_schedulers
 from basicsr.models.base_model import BaseModel
-from torch.nn.parallel import DataParallel, DistributedDataParallel
+from torch.nn.parallel import DistributedDataParallel
 
 from rainmer.compat.registry import UnknownNameError, unknown_name_message
 from rainmer.utils.registry import SCHEDULER_REGISTRY
 
+_toolbox_model_to_device = BaseModel.model_to_device
+_toolbox_get_optimizer = BaseModel.get_optimizer
+_toolbox_validation = BaseModel.validation
+
 
 def model_to_device(self: BaseModel, net: torch.nn.Module) -> torch.nn.Module:
-    """Move ``net`` to the model's device and wrap it for DDP (CPU or CUDA) or DataParallel."""
-    net = net.to(self.device)
-    if self.opt['dist']:
-        device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
-        net = DistributedDataParallel(
-            net, device_ids=device_ids, find_unused_parameters=self.opt.get('find_unused_parameters', False))
-    elif self.opt['num_gpu'] > 1:
-        net = DataParallel(net)
-    return net
+    """The toolbox's ``model_to_device`` (wrapped); under DDP on CPU, where it would name a CUDA device, DDP
+    wraps the model without device ids."""
+    if self.opt['dist'] and self.device.type != 'cuda':
+        return DistributedDataParallel(net.to(self.device), device_ids=None,
+                                       find_unused_parameters=self.opt.get('find_unused_parameters', False))
+    return _toolbox_model_to_device(self, net)
 
 
 def optimizer_names() -> list[str]:
@@ -28,14 +29,19 @@ def optimizer_names() -> list[str]:
 
 
 def get_optimizer(self: BaseModel, optim_type: str, params, lr: float, **kwargs) -> torch.optim.Optimizer:
-    """Build any ``torch.optim`` optimiser by class name (the toolbox only knows Adam)."""
+    """The toolbox's ``get_optimizer`` (wrapped), which only knows Adam; any other ``torch.optim`` class by name."""
     if optim_type not in optimizer_names():
         raise UnknownNameError(unknown_name_message('optimizer', optim_type, optimizer_names(), plugin_hint=False))
-    return getattr(torch.optim, optim_type)(params, lr, **kwargs)
+    try:
+        return _toolbox_get_optimizer(self, optim_type, params, lr, **kwargs)
+    except NotImplementedError:  # raised before it touches ``params``
+        return getattr(torch.optim, optim_type)(params, lr, **kwargs)
 
 
 def setup_schedulers(self: BaseModel) -> None:
-    """One scheduler per optimiser, built from ``train.scheduler`` through :data:`SCHEDULER_REGISTRY`."""
+    """One scheduler per optimiser, built from ``train.scheduler`` through :data:`SCHEDULER_REGISTRY`.
+
+    Replaces the toolbox's method, which knows two names and pops ``type`` out of the options."""
     scheduler_opt = dict(self.opt['train']['scheduler'])
     scheduler_class = SCHEDULER_REGISTRY.get(scheduler_opt.pop('type'))
     for optimizer in self.optimizers:
@@ -49,9 +55,6 @@ def register_toolbox_schedulers() -> None:
                                   ('CosineAnnealingRestartLR', toolbox_schedulers.CosineAnnealingRestartLR)):
         if name not in SCHEDULER_REGISTRY:
             SCHEDULER_REGISTRY._do_register(name, scheduler_class)
-
-
-_toolbox_validation = BaseModel.validation
 
 
 def validation(self: BaseModel, dataloader, current_iter, tb_logger, save_img: bool = False) -> None:

@@ -3,8 +3,10 @@ import difflib
 
 from basicsr.utils.registry import Registry
 
+from rainmer.errors import UserError
 
-class UnknownNameError(KeyError):
+
+class UnknownNameError(UserError, KeyError):
     """A config names a ``type`` that no registry entry has."""
 
     def __str__(self) -> str:  # KeyError would print the message with quotes
@@ -22,15 +24,18 @@ def unknown_name_message(kind: str, name: str, known: list[str], plugin_hint: bo
     return message
 
 
+_toolbox_get = Registry.get
+
+
 def _get(self: Registry, name: str, suffix: str = 'basicsr'):
-    found = self._obj_map.get(name)
-    if found is None:
-        found = self._obj_map.get(f'{name}_{suffix}')
-    if found is None:
+    """The toolbox's look-up (wrapped), without its spurious print; an unknown name raises :class:`UnknownNameError`."""
+    if name not in self._obj_map and f'{name}_{suffix}' in self._obj_map:
+        name = f'{name}_{suffix}'  # the toolbox's fallback, which it announces with a print even when it fails
+    elif name not in self._obj_map:
         raise UnknownNameError(unknown_name_message(self._name, name, list(self._obj_map.keys())))
-    return found
+    return _toolbox_get(self, name, suffix)
 
 
 def patch_registry_errors() -> None:
-    """Replace ``Registry.get`` (bare KeyError, spurious print) with :func:`_get`."""
+    """Wrap ``Registry.get`` (a bare KeyError, a spurious print) with :func:`_get`."""
     Registry.get = _get

@@ -2,6 +2,8 @@
 import sys
 import types
 
+from rainmer.errors import UserError
+
 _MISMATCH_HINT = (
     'torch {torch} and torchvision {vision} come from different builds ({error}). '
     'Install a matching pair in the same environment, e.g. '
@@ -9,7 +11,7 @@ _MISMATCH_HINT = (
     'CUDA pair that also runs on CPU); do not mix a CPU-only torch wheel with a torchvision from elsewhere.')
 
 
-class TorchvisionMismatchError(ImportError):
+class TorchvisionMismatchError(UserError, ImportError):
     """torch and torchvision were built for different torch versions/variants."""
 
 
