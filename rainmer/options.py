@@ -2,7 +2,8 @@
 
 Differences from BasicSR 1.4.2: experiments/results go under the current folder (not site-packages);
 ``dist_params`` (e.g. ``backend: gloo``) applies to every launcher; ``--force_yml`` assigns without
-``exec``; a config asking for GPUs on a machine without CUDA runs on the CPU with a warning.
+``exec``; a config asking for GPUs on a machine without CUDA runs on the CPU with a warning; an option that
+nothing reads fails (:mod:`rainmer.option_check`).
 """
 import argparse
 import os.path as osp
@@ -16,10 +17,8 @@ from basicsr.utils.dist_util import get_dist_info
 from basicsr.utils.options import _postprocess_yml_value, ordered_yaml
 
 from rainmer.compat.distributed import init_dist
-
-
-class OptionError(ValueError):
-    """A YAML option or command-line flag that cannot work, with the option named."""
+from rainmer.errors import OptionError  # defined there, still importable from here
+from rainmer.option_check import check_options
 
 
 def add_toolbox_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -43,7 +42,10 @@ def load_yaml(path: str) -> dict:
         try:
             opt = yaml.load(f, Loader=ordered_yaml()[0])
         except yaml.YAMLError as error:
-            raise OptionError(f'-opt: {path} is not valid YAML: {error}') from error
+            mark = getattr(error, 'problem_mark', None)
+            where = f' (line {mark.line + 1}, column {mark.column + 1})' if mark is not None else ''
+            problem = getattr(error, 'problem', None) or str(error).splitlines()[0]
+            raise OptionError(f'-opt: {path} is not valid YAML{where}: {problem}') from error
     if not isinstance(opt, dict):
         raise OptionError(f'-opt: {path} does not hold a mapping of options')
     return opt
@@ -117,6 +119,7 @@ def parse_options(args: argparse.Namespace, root_path: str, is_train: bool) -> d
     if args.force_yml:
         for entry in args.force_yml:
             force_option(opt, entry)
+    check_options(opt, args.opt)
     _resolve_devices(opt)
 
     opt['dist'] = args.launcher != 'none'

@@ -15,6 +15,7 @@ class AllWeatherDataset(MixedRainDataset):
     """
 
     default_layout = 'allweather'
+    OPTION_KEYS = MixedRainDataset.OPTION_KEYS
 
     def __init__(self, opt: dict):
         if 'sources' in opt:

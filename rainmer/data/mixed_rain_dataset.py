@@ -52,6 +52,11 @@ class MixedRainDataset(data.Dataset):
     """
 
     default_layout: str | None = None
+    # Beside rainmer.option_check.COMMON_DATASET_KEYS: this class, pair_items.train_item and, for a single source
+    # given inline (no ``sources``), pair_source.PairSource.
+    OPTION_KEYS = frozenset({
+        'sources', 'num_samples', 'gt_size', 'resize_size', 'use_hflip', 'use_rot', 'small_images',
+        'layout', 'root', 'dataroot_lq', 'dataroot_gt', 'split', 'list_file', 'io_backend'})
 
     def __init__(self, opt: dict):
         super().__init__()

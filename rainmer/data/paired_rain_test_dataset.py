@@ -19,6 +19,10 @@ class PairedRainTestDataset(data.Dataset):
     their (scene-prefixed) names; GTAV frames, whose names repeat across ``set1..3``, get ``setN_`` prefixed.
     """
 
+    # Beside rainmer.option_check.COMMON_DATASET_KEYS: this class and pair_source.PairSource.
+    OPTION_KEYS = frozenset({
+        'layout', 'root', 'dataroot_lq', 'dataroot_gt', 'split', 'list_file', 'io_backend', 'source_id', 'max_pairs'})
+
     def __init__(self, opt: dict):
         super().__init__()
         self.opt = opt
