@@ -1,4 +1,4 @@
-"""Rain density of a pair and the paper's GTAV-balance resampling (DESIGN.md section 6).
+"""Rain density of a pair and the paper's GTAV-balance resampling (docs/method.md#rain-density-and-balancing).
 
 ``rho = mean over pixels of max_c |R - B| / (max_c R + max_c B + 1e-3)`` with R, B in [0, 1].
 Balancing keeps every crop with ``rho > 0.08`` and samples the bins ``[0, 0.04]`` and ``(0.04, 0.08]``

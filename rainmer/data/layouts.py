@@ -1,4 +1,4 @@
-"""Find the (rainy, clean) pairs of each standard dataset layout on disk (DESIGN.md section 6).
+"""Find the (rainy, clean) pairs of each standard dataset layout on disk (docs/datasets.md#layouts).
 
 Every scanner returns :class:`PairRecord` s with a unique, LMDB-safe ``key`` (ASCII letters, digits,
 ``_`` and ``-``; no dot, since BasicSR's ``meta_info.txt`` parser splits at the first dot).

@@ -1,6 +1,6 @@
 """NeRD-Rain's loss terms: frequency (FFT) L1, Laplacian-edge Charbonnier, and the Gaussian target pyramid.
 
-The objective (DESIGN.md section 7), for the restored images ``y_s`` and targets ``t_s`` at scales 1, 1/2, 1/4
+The objective (docs/method.md#nerd-rain), for the restored images ``y_s`` and targets ``t_s`` at scales 1, 1/2, 1/4
 and the INR outputs at 1/2 and 1/4::
 
     sum_s [Charbonnier(y_s, t_s) + 0.01 FFT(y_s, t_s) + 0.05 Edge(y_s, t_s)] + 0.1 sum L1(inr_s, t_s)

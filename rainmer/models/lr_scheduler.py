@@ -1,4 +1,4 @@
-"""DRSformer's cyclic cosine schedule, which BasicSR 1.4.2 lacks (DESIGN.md section 5)."""
+"""DRSformer's cyclic cosine schedule, which BasicSR 1.4.2 lacks (docs/method.md#optimisation)."""
 import math
 from collections.abc import Sequence
 

@@ -1,4 +1,5 @@
-"""Positives and negatives of Rainmer's multi-view contrastive learning (DESIGN.md section 4).
+"""Positives and negatives of Rainmer's multi-view contrastive learning (docs/method.md, "Multi-view contrastive
+learning").
 
 Pure tensor code: everything runs on the device of the inputs, under ``torch.no_grad``, and all randomness comes
 from an explicit ``torch.Generator`` (random numbers are drawn on the generator's device, then moved), so a run is

@@ -28,7 +28,8 @@ def contrastive_logits(query: Tensor, key: Tensor, negatives: Tensor, temperatur
 
 
 def merge_logits(first: Tensor, second: Tensor) -> Tensor:
-    """Join two views into one softmax: ``[pos_1 + pos_2, negs_1, negs_2]`` (degradation and detail, DESIGN.md 4)."""
+    """Join two views into one softmax: ``[pos_1 + pos_2, negs_1, negs_2]`` (degradation and detail; see
+    docs/method.md#keys-logits-and-the-momentum-encoder)."""
     return torch.cat([first[:, :1] + second[:, :1], first[:, 1:], second[:, 1:]], dim=1)
 
 
