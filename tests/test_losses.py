@@ -10,10 +10,9 @@ import torch.nn.functional as F
 from basicsr.losses import build_loss
 from skimage.metrics import structural_similarity
 
-from rainmer.archs.modules.contrastive import contrastive_logits, merge_logits
+from rainmer.archs.modules.contrastive import contrastive_logits, degradation_detail_logits, merge_logits
 from rainmer.losses.rainmer_loss import (
     InfoNCELoss,
-    MultiViewContrastiveLoss,
     SSIMLoss,
     gaussian_window,
     ssim_map,
@@ -96,20 +95,22 @@ def test_contrastive_logits_on_maps_are_mean_cosine_over_locations():
         assert torch.allclose(logits[:, 1 + i], expected, atol=1e-6)
 
 
-def test_multiview_loss_merges_degradation_and_detail():
+def test_contrastive_terms_as_configured_merge_degradation_and_detail():
+    """``chromatic_opt`` and ``degradation_detail_opt`` (two InfoNCELoss, weight 0.1) on the per-view logits."""
     gen = torch.Generator().manual_seed(5)
     logits = {view: torch.randn(3, 5, generator=gen) for view in ('chromatic', 'degradation', 'detail')}
     merged = merge_logits(logits['degradation'], logits['detail'])
     assert merged.shape == (3, 9)
     assert torch.equal(merged[:, 0], logits['degradation'][:, 0] + logits['detail'][:, 0])
     assert torch.equal(merged[:, 5:], logits['detail'][:, 1:])
+    assert torch.equal(degradation_detail_logits(logits), merged)
+    assert torch.equal(degradation_detail_logits({'degradation': logits['degradation']}), logits['degradation'])
+    chromatic = build_loss({'type': 'InfoNCELoss', 'loss_weight': 0.1})
+    degradation_detail = build_loss({'type': 'InfoNCELoss', 'loss_weight': 0.1})
     zeros = torch.zeros(3, dtype=torch.long)
     expected = F.cross_entropy(logits['chromatic'], zeros) + F.cross_entropy(merged, zeros)
-    loss = build_loss({'type': 'MultiViewContrastiveLoss', 'loss_weight': 0.1})
-    assert isinstance(loss, MultiViewContrastiveLoss)
-    assert loss(logits).item() == pytest.approx(0.1 * expected.item(), rel=1e-6)
-    only_chromatic = loss({'chromatic': logits['chromatic']})
-    assert only_chromatic.item() == pytest.approx(0.1 * F.cross_entropy(logits['chromatic'], zeros).item(), rel=1e-6)
+    total = chromatic(logits['chromatic']) + degradation_detail(degradation_detail_logits(logits))
+    assert total.item() == pytest.approx(0.1 * expected.item(), rel=1e-6)
 
 
 def test_ssim_window_is_normalised_gaussian():

@@ -1,5 +1,4 @@
 """One named source of (rainy, clean) pairs: a layout on disk or a prepared LMDB pair, read via FileClient."""
-import os.path as osp
 
 import numpy as np
 from basicsr.utils import FileClient
@@ -101,8 +100,3 @@ class PairSource:
         state = self.__dict__.copy()
         state['_client'] = None  # never send an open LMDB environment to a worker
         return state
-
-
-def result_name(path: str) -> str:
-    """The name BasicSR gives a saved result: the file stem (or the LMDB key)."""
-    return osp.splitext(osp.basename(path))[0]

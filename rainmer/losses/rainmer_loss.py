@@ -1,4 +1,4 @@
-"""Losses of Rainmer's training objective (DESIGN.md section 4).
+"""Losses of Rainmer's training objective (docs/method.md#training-objective).
 
 Total loss of the paper: ``Charbonnier(eps=1e-3) + 0.1 * (1 - SSIM) + 0.1 * (L_chromatic + L_degradation+detail)``.
 
@@ -10,8 +10,6 @@ import torch
 import torch.nn.functional as F
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import Tensor, nn
-
-from rainmer.archs.modules.contrastive import degradation_detail_logits
 
 _REDUCTIONS = ('none', 'mean', 'sum')
 
@@ -106,19 +104,3 @@ class InfoNCELoss(nn.Module):
         targets = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
         return self.loss_weight * F.cross_entropy(logits / self.temperature, targets, reduction=self.reduction)
 
-
-@LOSS_REGISTRY.register()
-class MultiViewContrastiveLoss(InfoNCELoss):
-    """Rainmer's contrastive term ``L_chromatic + L_degradation+detail`` from a dict of per-view logits.
-
-    Degradation and detail share one softmax (:func:`~rainmer.archs.modules.contrastive.merge_logits`); a view
-    that is absent (ablations) is skipped, and degradation or detail alone gets its own cross-entropy.
-
-    Args: as :class:`InfoNCELoss`.
-    """
-
-    def forward(self, logits: dict[str, Tensor], **kwargs) -> Tensor:
-        groups = [group for group in (logits.get('chromatic'), degradation_detail_logits(logits)) if group is not None]
-        if not groups:
-            raise ValueError(f'No known view among the logits: {sorted(logits)}')
-        return sum(super(MultiViewContrastiveLoss, self).forward(group) for group in groups)

@@ -6,7 +6,7 @@ backbone keys (``encoder_level1``, ...) are DRSformer's and stay as they are. Mo
 build but never use (e.g. the second prompt slot without the chromatic view) are dropped. The converted
 network reproduces the public outputs only with ``chained_topk: true`` (the public TKSA chains its masks).
 
-Usage: ``python scripts/convert_rainmer_checkpoint.py net_epoch_xxx.pth rainmer_converted.pth [--check]``.
+Usage: ``rainmer convert net_epoch_xxx.pth rainmer_converted.pth [--check]``.
 """
 import argparse
 import re
