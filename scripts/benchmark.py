@@ -1,9 +1,11 @@
-"""Rainmer speed and memory: the reference-equivalent plain implementation vs the fast one, same weights.
+"""Rainmer speed and memory: the reference-equivalent plain evaluation vs the fast one, same weights.
 
-* plain: ``chained_topk=True`` (the public code's TKSA), plain-loop TKSA, one module per MoE expert, plain MSFN,
-  NCHW tensors: the public implementation's computation, op for op.
-* fast: the same weights with every fast path on (fused experts, fast MSFN, fast TKSA, channels_last, 1x1 convs
-  on oneDNN).
+One network is built and converted in place between the two (:mod:`rainmer.archs.fast`):
+
+* plain (``to_plain(net)``): the public implementation's computation, op for op (per-rate TKSA loop, one module
+  per MoE expert, MSFN on concatenations, NCHW tensors); ``--topk chained`` (default) is the public code's TKSA.
+* fast (``to_fast(net)``): the same parameters through the fast blocks (fused experts, fast MSFN, one-matmul
+  TKSA, channels_last activations, 1x1 convs on oneDNN, the native depthwise weight gradient).
 
 For every mode ('inference': a no-grad forward of ``--batch`` images; 'train': one optimisation step of
 ``forward_train`` with ``--n-neg`` negatives per view, loss and backward, AdamW) both variants are timed
@@ -25,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import rainmer  # noqa: F401  (its compat shim must load before basicsr)
 
@@ -32,26 +35,29 @@ import rainmer  # noqa: F401  (its compat shim must load before basicsr)
 import torch
 
 from rainmer.archs.modules.moe import MixtureOfExperts
+from rainmer.archs.modules.msfn import MSFN
 from rainmer.archs.modules.projector import Projector
 from rainmer.archs.modules.prompt import PromptInjection
 from rainmer.archs.modules.tksa import DEFAULT_SPARSE_RATES, TopKSparseAttention
-from rainmer.archs.modules.transformer import FeedForward, LayerNorm
+from rainmer.archs.modules.transformer import LayerNorm
 from rainmer.archs.rainmer_arch import Rainmer
 from rainmer.utils.allocator import tune_malloc
-from rainmer.utils.benchmarking import component_timer, peak_memory_mib, proxy_training_loss, synchronize
+from rainmer.utils.benchmarking import (
+    VARIANTS,
+    component_timer,
+    peak_memory_mib,
+    proxy_training_loss,
+    set_variant,
+    synchronize,
+)
 
-PLAIN = dict(fast_tksa=False, fused_experts=False, fast_ffn=False, channels_last=False)
-FAST = dict(fast_tksa=True, fused_experts=True, fast_ffn=True, channels_last=True)
 VIEWS = ('chromatic', 'degradation', 'detail')
 
 
-def build_pair(arch: dict, device: torch.device, chained: bool = True) -> dict[str, Rainmer]:
-    """Plain and fast Rainmer with the same weights (chained top-k: the public code's TKSA)."""
+def build(arch: dict, device: torch.device, chained: bool = True) -> Rainmer:
+    """One Rainmer (seed 0; chained top-k: the public code's TKSA), plain until :func:`set_variant` converts it."""
     torch.manual_seed(0)
-    plain = Rainmer(**arch, chained_topk=chained, **PLAIN).to(device)
-    fast = Rainmer(**arch, chained_topk=chained, **FAST).to(device)
-    fast.load_state_dict(plain.state_dict())
-    return {'plain': plain, 'fast': fast}
+    return Rainmer(**arch, chained_topk=chained, fast=False).to(device)
 
 
 def make_batch(batch: int, size: int, prompt: int, n_neg: int, device: torch.device) -> dict:
@@ -102,19 +108,29 @@ def make_step(net: Rainmer, mode: str, data: dict, amp: str | None = None):
     return step
 
 
-def time_modes(args: argparse.Namespace, size: int, device: torch.device, nets: dict[str, Rainmer]) -> list[dict]:
+def run_as(net: Rainmer, variant: str, step: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+    """``step`` with ``net`` converted to ``variant`` ('plain' or 'fast') first."""
+    def converted() -> torch.Tensor:
+        set_variant(net, variant)
+        return step()
+    return converted
+
+
+def time_modes(args: argparse.Namespace, size: int, device: torch.device, net: Rainmer) -> list[dict]:
+    """Both evaluations of the one network, converted in place before each run (outside the timed region)."""
     rows = []
     for mode in args.modes:
         data = make_batch(args.batch, size, args.prompt_size, args.n_neg, device)
-        variants = {name: make_step(net, mode, data) for name, net in nets.items()}
+        variants = {name: (name, make_step(net, mode, data)) for name in VARIANTS}
         if args.amp:
-            variants[f'fast+{args.amp}'] = make_step(nets['fast'], mode, data, args.amp)
-        outputs = {name: step() for name, step in variants.items()}  # warm-up, and the equality check
+            variants[f'fast+{args.amp}'] = ('fast', make_step(net, mode, data, args.amp))
+        outputs = {name: run_as(net, *variant)() for name, variant in variants.items()}  # warm-up, equality check
         diff = (outputs['fast'].float() - outputs['plain'].float()).abs().max().item()
         times = {name: [] for name in variants}
         cpu_times = {name: [] for name in variants}
         for _ in range(args.repeat):
-            for name, step in variants.items():
+            for name, (variant, step) in variants.items():
+                set_variant(net, variant)
                 synchronize(device)
                 start, start_cpu = time.perf_counter(), time.process_time()
                 step()
@@ -133,20 +149,21 @@ def time_modes(args: argparse.Namespace, size: int, device: torch.device, nets: 
     return rows
 
 
-COMPONENTS = {'MSFN': FeedForward, 'TKSA': TopKSparseAttention, 'MoE / MEFC (with the encoder\'s)': MixtureOfExperts,
+COMPONENTS = {'MSFN': MSFN, 'TKSA': TopKSparseAttention, 'MoE / MEFC (with the encoder\'s)': MixtureOfExperts,
               'SE projectors': Projector, 'LayerNorm': LayerNorm, 'prompt injection': PromptInjection}
 
 
-def breakdown(args: argparse.Namespace, size: int, device: torch.device, nets: dict[str, Rainmer]) -> list[dict]:
+def breakdown(args: argparse.Namespace, size: int, device: torch.device, net: Rainmer) -> list[dict]:
     """Inference time per component (forward hooks, inclusive) of plain and fast, medians over ``--repeat`` runs
     taken alternately; the last row is the whole step, timed in the same runs."""
     data = make_batch(args.batch, size, args.prompt_size, args.n_neg, device)
-    steps = {name: make_step(net, 'inference', data) for name, net in nets.items()}
-    runs = {name: [] for name in nets}
+    step = make_step(net, 'inference', data)
+    runs = {name: [] for name in VARIANTS}
     calls = {}
     for _ in range(args.repeat + 1):  # the first run warms up
-        for name, step in steps.items():
-            with component_timer(nets[name], COMPONENTS, device) as totals:
+        for name in VARIANTS:
+            set_variant(net, name)
+            with component_timer(net, COMPONENTS, device) as totals:
                 synchronize(device)
                 start = time.perf_counter()
                 step()
@@ -180,17 +197,16 @@ def dense_topk_diff(args: argparse.Namespace, size: int, mode: str, device: torc
     the difference measures everything else.
     """
     arch = dict(_arch(args), sparse_rates=('1',) * len(DEFAULT_SPARSE_RATES))
-    nets = build_pair(arch, device, args.topk == 'chained')
+    net = build(arch, device, args.topk == 'chained')
     data = make_batch(args.batch, size, args.prompt_size, args.n_neg, device)
-    outputs = {name: make_step(net, mode, data)() for name, net in nets.items()}
+    step = make_step(net, mode, data)
+    outputs = {name: run_as(net, name, step)() for name in VARIANTS}
     return (outputs['fast'].float() - outputs['plain'].float()).abs().max().item()
 
 
 def measure_memory(args: argparse.Namespace, size: int, mode: str, variant: str, device: torch.device) -> float:
     """Peak extra memory (MiB) of one step, in this (fresh) process."""
-    torch.manual_seed(0)
-    paths = PLAIN if variant == 'plain' else FAST
-    net = Rainmer(**_arch(args), chained_topk=args.topk == 'chained', **paths).to(device)
+    net = set_variant(build(_arch(args), device, args.topk == 'chained'), variant)
     data = make_batch(args.batch, size, args.prompt_size, args.n_neg, device)
     return peak_memory_mib(make_step(net, mode, data), device)
 
@@ -203,7 +219,7 @@ def memory_table(args: argparse.Namespace, argv: list[str]) -> dict:
     peaks = {}
     for size in args.sizes:
         for mode in args.modes:
-            for variant in ('plain', 'fast'):
+            for variant in VARIANTS:
                 cmd = [sys.executable, __file__, *argv, '--_memory-of', str(size), mode, variant]
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
                 peaks[(size, mode, variant)] = float(out.strip().splitlines()[-1])
@@ -227,8 +243,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('--json', default=None, help='write the rows here')
     parser.add_argument('--topk', choices=['chained', 'independent'], default='chained',
                         help="TKSA masks: 'chained' (the public code, the reference behaviour) or 'independent' "
-                             '(the paper). Chained masks choose among tied zeros by torch.topk\'s internal order, '
-                             'so rounding-level differences can change that choice (docs/speed.md)')
+                             '(the paper). Equal scores are kept lowest column first in both evaluations; '
+                             'near-ties (distinct scores within rounding) can still be kept differently '
+                             '(docs/speed.md)')
     parser.add_argument('--dense-check', action='store_true',
                         help='also compare plain and fast with every sparse rate 1 (no top-k selection; see '
                              'dense_topk_diff)')
@@ -251,8 +268,8 @@ def main(argv: list[str] | None = None) -> None:
     # peak memory first, each in a fresh subprocess, while this process is still small: with tuned malloc this
     # process keeps the memory of its timed steps for reuse, and both may not fit in RAM at once
     peaks = memory_table(args, [a for a in argv if a != '--memory']) if args.memory else {}
-    nets = build_pair(_arch(args), device, args.topk == 'chained')  # training steps run at lr 0: weights stay
-    rows = [row for size in args.sizes for row in time_modes(args, size, device, nets)]
+    net = build(_arch(args), device, args.topk == 'chained')  # training steps run at lr 0: weights stay
+    rows = [row for size in args.sizes for row in time_modes(args, size, device, net)]
     print(f'device {device}, threads {torch.get_num_threads()}, batch {args.batch}, n_neg {args.n_neg}, '
           f'repeat {args.repeat} (medians), top-k {args.topk}, malloc {"tuned" if malloc_tuned else "default"}')
     print('| mode | size | variant | median s | images/s | speed-up vs plain | CPU s | CPU-time speed-up | best s '
@@ -267,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{row['images_per_s']:.2f} | {row['speedup']:.2f}x | {row['cpu_s']:.3f} | {row['cpu_speedup']:.2f}x | "
               f"{row['best_s']:.3f} | {row['best_speedup']:.2f}x | {'' if peak is None else f'{peak:.0f}'} | {diff} | "
               f"{dense} |")
-    components = [row for size in args.sizes for row in breakdown(args, size, device, nets)] if args.breakdown else []
+    components = [row for size in args.sizes for row in breakdown(args, size, device, net)] if args.breakdown else []
     if components:
         print_breakdown(components)
     if args.json:

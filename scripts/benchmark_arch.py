@@ -8,13 +8,16 @@ measured step alone:
 * CUDA: ``torch.cuda.max_memory_allocated`` minus the memory allocated before the step.
 
 Latency is the fastest of ``--repeat`` runs after a warm-up run: on a shared machine the minimum is the
-figure least disturbed by other load. For the networks with TKSA, the fast and the plain-loop evaluation
-(same weights) are timed alternately in one process, so that both see the same load. FLOPs come from
+figure least disturbed by other load. For Rainmer, DRSformer and a TKSA block alone, the fast and the plain
+evaluation of ONE network (converted in place by ``to_fast`` / ``to_plain``, :mod:`rainmer.archs.fast`) are
+timed alternately in one process, so that both see the same load. FLOPs come from
 ``torch.utils.flop_counter.FlopCounterMode`` (matmuls and convolutions; a multiply-add counts as 2 FLOPs),
 with a grouped-aware formula for convolution backward (see :func:`conv_backward_flops`).
 'inference' is a forward pass under ``torch.no_grad``; 'train' is one optimisation step (forward, loss,
 backward, AdamW step), for Rainmer through its training entry with 4 negatives per view.
-The rows 'plain' evaluate TKSA with the reference loop (one matmul per rate) with the same weights.
+The rows 'plain' are the reference evaluation (the public code's computation, op for op: TKSA's per-rate loop,
+one module per MoE expert, MSFN on concatenations, NCHW); 'fast' the same weights through the fast blocks. The
+other networks run as built (``fast='auto'``: the fast evaluation for fp32 on the CPU, the plain one elsewhere).
 
 Example: ``python scripts/benchmark_arch.py --size 128 --threads 2 --batch 1 --repeat 3``.
 """
@@ -35,8 +38,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.flop_counter import conv_flop_count
 
+from rainmer.archs.modules.fastpath import convertible
 from rainmer.utils.allocator import tune_malloc
-from rainmer.utils.benchmarking import flop_counter, peak_memory_mib, proxy_training_loss, synchronize
+from rainmer.utils.benchmarking import flop_counter, peak_memory_mib, proxy_training_loss, set_variant, synchronize
 
 ARCHS = ('rainmer', 'drsformer', 'nerdrain', 'nerdrain_s', 'swinir', 'tksa')
 TKSA_ARCHS = ('rainmer', 'drsformer', 'tksa')
@@ -55,16 +59,16 @@ def conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _paddi
     return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
 
 
-def build(arch: str, fast_tksa: bool) -> nn.Module:
-    """A network at its paper/public default size."""
+def build(arch: str) -> nn.Module:
+    """A network at its paper/public default size (Rainmer, DRSformer, TKSA: plain until converted)."""
     if arch == 'rainmer':
         from rainmer.archs.rainmer_arch import Rainmer
 
-        return Rainmer(fast_tksa=fast_tksa)
+        return Rainmer(fast=False)
     if arch == 'drsformer':
         from rainmer.archs.drsformer_arch import DRSformer
 
-        return DRSformer(fast_tksa=fast_tksa)
+        return DRSformer(fast=False)
     if arch in ('nerdrain', 'nerdrain_s'):
         from rainmer.archs.nerdrain_arch import NeRDRain, NeRDRainS
 
@@ -78,7 +82,7 @@ def build(arch: str, fast_tksa: bool) -> nn.Module:
     if arch == 'tksa':
         from rainmer.archs.modules.tksa import TopKSparseAttention
 
-        return TopKSparseAttention(48, 1, bias=False, fast=fast_tksa)  # the level-1 attention of both networks
+        return TopKSparseAttention(48, 1, bias=False)  # the level-1 attention of both networks
     raise ValueError(f'Unknown arch {arch!r}; choose among {ARCHS}.')
 
 
@@ -114,14 +118,14 @@ def train_step(network: nn.Module, data: dict, optimizer: torch.optim.Optimizer)
     optimizer.step()
 
 
-def _setup(arch: str, fast_tksa: bool, mode: str, args: argparse.Namespace,
-           weights_from: nn.Module | None = None) -> tuple[nn.Module, Callable[[], None]]:
-    """The network and a closure running one inference or training step on a fixed batch."""
+def _setup(arch: str, fast: bool, mode: str, args: argparse.Namespace) -> tuple[nn.Module, Callable[[], None]]:
+    """The network (in the fast or plain evaluation where it has both) and a closure running one inference or
+    training step on a fixed batch."""
     torch.manual_seed(0)
     device = torch.device(args.device)
-    network = build(arch, fast_tksa).to(device)
-    if weights_from is not None:
-        network.load_state_dict(weights_from.state_dict())
+    network = build(arch).to(device)
+    if arch in TKSA_ARCHS:
+        set_variant(network, 'fast' if fast else 'plain')
     network.train(mode == 'train')
     data = make_batch(arch, args.batch, args.size, device)
     if mode == 'train':
@@ -138,10 +142,10 @@ def _timed(step: Callable[[], None], device: torch.device) -> float:
     return 1000 * (time.perf_counter() - start)
 
 
-def measure(arch: str, fast_tksa: bool, mode: str, args: argparse.Namespace, timed: bool = True) -> dict:
+def measure(arch: str, fast: bool, mode: str, args: argparse.Namespace, timed: bool = True) -> dict:
     """Run in a fresh process: peak memory of the first step, then (if ``timed``) latency, then FLOPs."""
     device = torch.device(args.device)
-    network, step = _setup(arch, fast_tksa, mode, args)
+    network, step = _setup(arch, fast, mode, args)
     peak_mib = peak_memory_mib(step, device)
     latency = min(_timed(step, device) for _ in range(args.repeat)) if timed else None
     counter = flop_counter({torch.ops.aten.convolution_backward: conv_backward_flops})
@@ -151,23 +155,26 @@ def measure(arch: str, fast_tksa: bool, mode: str, args: argparse.Namespace, tim
         'params': sum(p.numel() for p in network.parameters()),
         'trainable': sum(p.numel() for p in network.parameters() if p.requires_grad),
         'flops': counter.get_total_flops(), 'latency_ms': latency, 'peak_mib': peak_mib,
+        'convertible': convertible(network),
     }
 
 
 def measure_pair(arch: str, mode: str, args: argparse.Namespace) -> dict:
-    """Latency of fast and plain TKSA with the same weights, alternating runs in one process.
+    """Latency of the fast and the plain evaluation of one network, converted in place between alternating runs
+    in one process (the conversion is not timed).
 
     Alternating makes both see the same machine load, which keeps their ratio meaningful on a shared machine.
     """
     device = torch.device(args.device)
-    fast_network, fast_step = _setup(arch, True, mode, args)
-    _, plain_step = _setup(arch, False, mode, args, weights_from=fast_network)
-    fast_step(), plain_step()  # warm-up
-    fast_times, plain_times = [], []
-    for _ in range(args.repeat):
-        fast_times.append(_timed(fast_step, device))
-        plain_times.append(_timed(plain_step, device))
-    return {'fast': min(fast_times), 'plain': min(plain_times)}
+    network, step = _setup(arch, True, mode, args)
+    times = {'fast': [], 'plain': []}
+    for run in range(args.repeat + 1):  # the first round warms up
+        for variant, values in times.items():
+            set_variant(network, variant)
+            elapsed = _timed(step, device)
+            if run:
+                values.append(elapsed)
+    return {variant: min(values) for variant, values in times.items()}
 
 
 def run_worker(spec: str, args: argparse.Namespace) -> dict:
@@ -196,23 +203,27 @@ def _fmt_count(value: float, scale: float, digits: int = 2) -> str:
 def print_tables(results: dict, args: argparse.Namespace) -> None:
     print(f'\nsize {args.size}x{args.size}, batch {args.batch}, threads {args.threads}, device {args.device}, '
           f'best of {args.repeat}\n')
-    print('| network | TKSA | params (M) | trainable (M) | inference GFLOPs | inference ms | inference peak MiB '
+    print('| network | evaluation | params (M) | trainable (M) | inference GFLOPs | inference ms | inference peak MiB '
           '| train-step GFLOPs | train-step ms | train-step peak MiB |')
     print('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|')
     for (arch, fast), modes in results.items():
         any_mode = next(iter(modes.values()))
-        tksa = ('fast' if fast else 'plain') if arch in TKSA_ARCHS else '-'
+        if arch in TKSA_ARCHS:
+            evaluation = 'fast' if fast else 'plain'
+        else:
+            evaluation = 'auto' if any_mode.get('convertible') else '-'
         cells = []
         for mode in ('inference', 'train'):
             row = modes.get(mode)
             cells += (['-'] * 3 if row is None else
                       [_fmt_count(row['flops'], 1e9, 1), f"{row['latency_ms']:,.0f}", f"{row['peak_mib']:,.0f}"])
-        print(f"| {arch} | {tksa} | {_fmt_count(any_mode['params'], 1e6, 3)} "
+        print(f"| {arch} | {evaluation} | {_fmt_count(any_mode['params'], 1e6, 3)} "
               f"| {_fmt_count(any_mode['trainable'], 1e6, 3)} | {' | '.join(cells)} |")
     ratios = [(arch, results[(arch, True)], results[(arch, False)]) for arch in TKSA_ARCHS
               if (arch, True) in results and (arch, False) in results and len(args.modes) == 2]
     if ratios:
-        print('\nFast TKSA against the plain-loop reference, same run (plain / fast; > 1 means fast is better):\n')
+        print('\nFast evaluation against the plain (reference) one, same network and run (plain / fast; > 1 means '
+              'fast is better):\n')
         print('| network | inference speed-up | train-step speed-up | inference peak-memory ratio '
               '| train-step peak-memory ratio | inference FLOPs ratio |')
         print('|---|---:|---:|---:|---:|---:|')
@@ -233,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--batch', type=int, default=1)
     parser.add_argument('--repeat', type=int, default=3, help='timed runs per measurement (fastest reported)')
     parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
-    parser.add_argument('--no-plain', action='store_true', help='skip the plain-loop TKSA reference rows')
+    parser.add_argument('--no-plain', action='store_true', help='skip the plain (reference) evaluation rows')
     parser.add_argument('--modes', nargs='+', default=['inference', 'train'], choices=['inference', 'train'])
     parser.add_argument('--worker', help=argparse.SUPPRESS)
     return parser

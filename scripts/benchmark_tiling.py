@@ -17,6 +17,7 @@ import rainmer  # noqa: F401  (its compat shim must load before basicsr)
 # isort: split
 import torch
 
+from rainmer.archs.fast import is_fast, parse_fast_option
 from rainmer.archs.rainmer_arch import Rainmer
 from rainmer.models.tiling import tile_starts, tiled_forward
 from rainmer.utils.allocator import tune_malloc
@@ -35,6 +36,8 @@ def main() -> None:
     parser.add_argument('--overlap', type=int, default=32)
     parser.add_argument('--max-tiles', type=int, default=None, help='stop after this many tiles')
     parser.add_argument('--threads', type=int, default=None)
+    parser.add_argument('--fast', default='auto', type=parse_fast_option,
+                        help="the network's evaluation: auto (fast for fp32 on the CPU), true (fast) or false (plain)")
     parser.add_argument('--malloc', choices=['tuned', 'default'], default='tuned',
                         help="glibc malloc: 'tuned' as 'basicsr test' runs (rainmer/utils/allocator.py) or default")
     args = parser.parse_args()
@@ -43,7 +46,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    net = Rainmer().eval()
+    net = Rainmer(fast=args.fast).eval()
     image = torch.rand(1, 3, args.height, args.width)
     total = len(tile_starts(args.height, args.tile, args.overlap)) * len(tile_starts(args.width, args.tile,
                                                                                        args.overlap))
@@ -65,7 +68,8 @@ def main() -> None:
             pass
     seconds = time.perf_counter() - start
     print(f'{args.width}x{args.height}, tile {args.tile}, overlap {args.overlap}: {len(done)} of {total} tiles in '
-          f'{seconds:.1f} s ({seconds / max(len(done), 1):.1f} s per tile, threads {torch.get_num_threads()})')
+          f'{seconds:.1f} s ({seconds / max(len(done), 1):.1f} s per tile, threads {torch.get_num_threads()}, '
+          f'{"fast" if is_fast(net) else "plain"} evaluation)')
     peak = proc_status_kib('VmHWM')
     print(f'peak resident set (VmHWM) {peak / 2**20:.2f} GiB; '
           f'extra over the {before / 2**20:.2f} GiB before inference: {(peak - before) / 2**20:.2f} GiB')

@@ -106,7 +106,7 @@ def test_weight_generator_also_loads_the_conv_layout():
     torch.testing.assert_close(target.refinement.layers[0].ca_fc[2].weight, source.refinement.layers[0].ca_fc[2].weight)
 
 
-@pytest.mark.parametrize('options', [{}, {'mefc': False}, {'fast_tksa': False}])
+@pytest.mark.parametrize('options', [{}, {'mefc': False}, {'fast': False}])
 def test_any_size_and_batch(options):
     network = DRSformer(**TINY, **options).eval()
     x = torch.rand(3, 3, 37, 45)

@@ -8,6 +8,7 @@ import torch
 from basicsr.archs import build_network
 from basicsr.models.sr_model import SRModel
 
+from rainmer.archs.fast import to_fast, to_plain
 from rainmer.archs.rainmer_arch import Rainmer
 
 TINY = dict(dim=8, base_dim=16, num_blocks=[1, 1, 1, 1], heads=[1, 1, 2, 2], prompt_size=32)
@@ -64,7 +65,7 @@ def test_paper_default_component_counts():
 
 
 @pytest.mark.parametrize('options', [{}, {'views': ['chromatic']}, {'views': [], 'local_fusion': False},
-                                     {'chained_topk': True}, {'fast_tksa': False}])
+                                     {'chained_topk': True}, {'fast': False}])
 def test_any_size_and_batch(options):
     network = tiny(**options).eval()
     x = torch.rand(2, 3, 67, 93)
@@ -74,12 +75,55 @@ def test_any_size_and_batch(options):
     assert torch.isfinite(out).all()
 
 
-def test_fast_and_plain_tksa_give_the_same_network_output():
-    fast, plain = tiny(), tiny(fast_tksa=False)
-    plain.load_state_dict(fast.state_dict())
-    x = torch.rand(1, 3, 40, 24)
+def _image(size: int, flat_band: bool) -> torch.Tensor:
+    """Random texture, optionally with a flat band: constant pixels give equal features, hence equal scores."""
+    torch.manual_seed(size)
+    x = torch.rand(1, 3, size, size)
+    if flat_band:
+        x[..., size // 4:size // 2, :] = 0.5
+    return x
+
+
+def _output_and_grads(network, x):
+    network.zero_grad(set_to_none=True)
+    out = network(x)
+    (out * torch.linspace(-1, 1, out.numel()).view(out.shape)).sum().backward()
+    return out.detach(), {name: p.grad.clone() for name, p in network.named_parameters() if p.grad is not None}
+
+
+def _tiny_network(chained: bool) -> Rainmer:
+    torch.manual_seed(1)
+    return Rainmer(dim=16, base_dim=16, num_blocks=[1, 1, 1, 1], heads=[1, 2, 4, 8], prompt_size=32,
+                   chained_topk=chained)
+
+
+@pytest.mark.parametrize('chained', [False, True])
+@pytest.mark.parametrize('size', [64, 128])
+def test_fast_and_plain_networks_are_equal_forward_and_backward(chained, size):
+    """One network, converted: the fast evaluation keeps the entries the plain one keeps (in chained mode every block
+    picks among exact zeros), forward and backward."""
+    network, x = _tiny_network(chained), _image(size, flat_band=False)
+    fast_out, fast_grads = _output_and_grads(to_fast(network), x)
+    plain_out, plain_grads = _output_and_grads(to_plain(network), x)
+    torch.testing.assert_close(fast_out, plain_out, atol=1e-5, rtol=1e-5)
+    assert fast_grads.keys() == plain_grads.keys()
+    # Tolerance relative to each tensor: a ReLU input within rounding of 0 (one pixel) switches that pixel's share of
+    # a weight gradient (~1/pixels of its sum) in either evaluation; a wrong gradient differs by far more.
+    for name, plain_grad in plain_grads.items():
+        scale = plain_grad.abs().max().item()
+        torch.testing.assert_close(fast_grads[name], plain_grad, atol=2e-3 * scale, rtol=1e-3, msg=name)
+
+
+@pytest.mark.parametrize('chained', [False, True])
+@pytest.mark.parametrize('size', [64, 128])
+def test_fast_and_plain_networks_are_equal_on_flat_regions(chained, size):
+    """Flat regions make equal scores. (Gradients are not compared there: a ReLU input that is 0 up to rounding
+    in a constant region flips the gradient of every pixel of the region at once, in either evaluation.)"""
+    network, x = _tiny_network(chained), _image(size, flat_band=True)
     with torch.no_grad():
-        torch.testing.assert_close(fast(x), plain(x), atol=1e-5, rtol=1e-5)
+        fast_out = to_fast(network)(x)
+        plain_out = to_plain(network)(x)
+    torch.testing.assert_close(fast_out, plain_out, atol=1e-5, rtol=1e-5)
 
 
 def test_training_entry_shapes_and_joint_logits():

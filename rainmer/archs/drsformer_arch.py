@@ -4,6 +4,7 @@ from collections.abc import Sequence
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor
 
+from rainmer.archs.fast import set_fast
 from rainmer.archs.modules.backbone import SparseTransformerBackbone, pad_to_multiple
 from rainmer.archs.modules.tksa import DEFAULT_SPARSE_RATES
 
@@ -21,18 +22,18 @@ class DRSformer(SparseTransformerBackbone):
             as the public code.
         sparse_rates: Top-k rates of TKSA (stored as ``attn1..attnN``).
         mefc: False drops the two MEFC blocks (the public variant for Rain200L and SPA-Data).
-        fast_tksa: Evaluate TKSA with one matmul with v (False: plain loop over rates).
+        fast: ``auto`` | True | False: the fast evaluation of the same parameters (:mod:`rainmer.archs.fast`).
     """
 
     def __init__(self, inp_channels: int = 3, out_channels: int = 3, dim: int = 48,
                  num_blocks: Sequence[int] = (4, 6, 6, 8), heads: Sequence[int] = (1, 2, 4, 8),
                  ffn_expansion_factor: float = 2.66, bias: bool = False,
                  LayerNorm_type: str = 'WithBias',  # noqa: N803 (public option name)
-                 sparse_rates: Sequence = DEFAULT_SPARSE_RATES, mefc: bool = True, fast_tksa: bool = True) -> None:
-        attention = dict(sparse_rates=tuple(sparse_rates), scalar_rate_weights=True, chained_topk=False,
-                         fast=fast_tksa)
+                 sparse_rates: Sequence = DEFAULT_SPARSE_RATES, mefc: bool = True, fast: bool | str = 'auto') -> None:
+        attention = dict(sparse_rates=tuple(sparse_rates), scalar_rate_weights=True, chained_topk=False)
         super().__init__(inp_channels, out_channels, dim, num_blocks, heads, ffn_expansion_factor, bias,
                          LayerNorm_type, attention, mefc=mefc)
+        set_fast(self, fast)
 
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 
+from rainmer.archs.fast import set_fast
 from rainmer.archs.modules.backbone import pad_to_multiple
 from rainmer.archs.modules.nerdrain_blocks import BidirectionalFusion, ImplicitDecoder, transformer_stage
 from rainmer.archs.modules.transformer import Downsample, OverlapPatchEmbed, Upsample
@@ -70,13 +71,15 @@ class NeRDRain(nn.Module):
             pass and never uses ``reduce_chan_level1_max3`` (which it still holds). True (default) reproduces it;
             False uses ``reduce_chan_level1_max3``. Either way both are parameters, so checkpoints load strictly;
             with True, DDP needs ``find_unused_parameters: true``.
+        fast: ``auto`` | True | False: the fast evaluation of the same parameters (:mod:`rainmer.archs.fast`;
+            here LayerNorm through ``F.layer_norm`` and channels_last activations).
     """
 
     def __init__(self, inp_channels: int = 3, out_channels: int = 3, dim: int = 48,
                  num_blocks: Sequence[int] = (2, 3, 3), heads: Sequence[int] = (1, 2, 4),
                  ffn_expansion_factor: float = 2.66, bias: bool = False,
                  LayerNorm_type: str = 'WithBias',  # noqa: N803 (public option name)
-                 reuse_level1_reduction: bool = True) -> None:
+                 reuse_level1_reduction: bool = True, fast: bool | str = 'auto') -> None:
         super().__init__()
         if len(num_blocks) != 3 or len(heads) != 3:
             raise ValueError('NeRDRain has 3 levels: num_blocks and heads need 3 entries each')
@@ -107,6 +110,7 @@ class NeRDRain(nn.Module):
         self.upsmall2mid2 = Upsample(dim * 2)
         self.upmid2max1 = Upsample(dim * 4)  # latent (4 dim, 1/8) -> INR feature (dim, 1/2)
         self.upmid2max2 = Upsample(dim * 2)
+        set_fast(self, fast)
 
     def _add_pass_modules(self, passes: list[dict[str, str]], dim: int, stage, bias: bool) -> None:
         """Encoder stages of every pass, then resampling and decoder stages in the public code's order."""
@@ -200,6 +204,6 @@ class NeRDRainS(NeRDRain):
                  num_blocks: Sequence[int] = (2, 3, 3), heads: Sequence[int] = (1, 2, 4),
                  ffn_expansion_factor: float = 2.66, bias: bool = False,
                  LayerNorm_type: str = 'WithBias',  # noqa: N803 (public option name)
-                 reuse_level1_reduction: bool = True) -> None:
+                 reuse_level1_reduction: bool = True, fast: bool | str = 'auto') -> None:
         super().__init__(inp_channels, out_channels, dim, num_blocks, heads, ffn_expansion_factor, bias,
-                         LayerNorm_type, reuse_level1_reduction)
+                         LayerNorm_type, reuse_level1_reduction, fast)

@@ -8,13 +8,12 @@ import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor
 
+from rainmer.archs.fast import set_fast
 from rainmer.archs.modules.backbone import SparseTransformerBackbone, pad_to_multiple
 from rainmer.archs.modules.contrastive import JOINT_VIEW, contrastive_logits, merge_logits
 from rainmer.archs.modules.encoder import PROMPT_VIEWS, VIEW_PROJECTOR, VIEWS, RepresentationEncoder
 from rainmer.archs.modules.fusion import LocalKnowledgeFusion
-from rainmer.archs.modules.moe import ExpertStage
-from rainmer.archs.modules.tksa import DEFAULT_SPARSE_RATES, TopKSparseAttention
-from rainmer.archs.modules.transformer import FeedForward
+from rainmer.archs.modules.tksa import DEFAULT_SPARSE_RATES
 
 
 def _canonical_views(views: Sequence[str]) -> tuple[str, ...]:
@@ -48,14 +47,8 @@ class Rainmer(SparseTransformerBackbone):
         temperature: Temperature of the contrastive logits.
         chained_topk: Reproduce the public Rainmer code's TKSA (each rate selects its top-k from the previous
             rate's probabilities); needed for checkpoints trained with that code. Default: independent masks.
-        fast_tksa: One 1x1 conv of v per TKSA, with the rates' matrices and ``project_out`` folded into its weight
-            (False: the plain loop over rates; same weights, same function).
-        fused_experts: Evaluate the MoE/MEFC experts with their last pointwise convs folded into the stage's
-            output conv (False: one module per expert, as the public code; same weights, same outputs).
-        fast_ffn: Evaluate MSFN without its concatenations and 2-inputs-per-group convs (depthwise convs and
-            sums of channel pairs, ``rainmer/archs/modules/msfn.py``; False: the plain grouped convs; same weights).
-        channels_last: Run on channels_last tensors (depthwise convs are several times faster on CPU this way);
-            the output has the input's values, in channels_last memory layout.
+        fast: ``auto`` | True | False: the fast evaluation of the same parameters (:mod:`rainmer.archs.fast`);
+            ``auto`` uses it for fp32 on the CPU and the plain (reference) evaluation elsewhere.
     """
 
     def __init__(self, inp_channels: int = 3, out_channels: int = 3, dim: int = 48, base_dim: int = 128,
@@ -64,12 +57,10 @@ class Rainmer(SparseTransformerBackbone):
                  LayerNorm_type: str = 'WithBias',  # noqa: N803 (public option name)
                  sparse_rates: Sequence = DEFAULT_SPARSE_RATES, views: Sequence[str] = VIEWS,
                  local_fusion: bool = True, momentum: float = 0.999, prompt_size: int = 128,
-                 temperature: float = 1.0, chained_topk: bool = False, fast_tksa: bool = True,
-                 fused_experts: bool = True, fast_ffn: bool = True, channels_last: bool = True) -> None:
+                 temperature: float = 1.0, chained_topk: bool = False, fast: bool | str = 'auto') -> None:
         views = _canonical_views(views)
         prompt_views = tuple(view for view in PROMPT_VIEWS if view in views)
-        attention = dict(sparse_rates=tuple(sparse_rates), scalar_rate_weights=False, chained_topk=chained_topk,
-                         fast=fast_tksa)
+        attention = dict(sparse_rates=tuple(sparse_rates), scalar_rate_weights=False, chained_topk=chained_topk)
         super().__init__(inp_channels, out_channels, dim, num_blocks, heads, ffn_expansion_factor, bias,
                          LayerNorm_type, attention, prompt_views=prompt_views, prompt_dim=base_dim)
         self.views = views
@@ -88,24 +79,7 @@ class Rainmer(SparseTransformerBackbone):
         else:
             self.key_encoder = None
         self.local_fusion = LocalKnowledgeFusion(dim) if local_fusion else None
-        self.channels_last = channels_last
-        self.set_fast_paths(fused_experts=fused_experts, fast_ffn=fast_ffn)
-
-    def set_fast_paths(self, fused_experts: bool | None = None, fast_ffn: bool | None = None,
-                       fast_tksa: bool | None = None) -> None:
-        """Switch the evaluation of every MoE/MEFC stage (backbone and encoders), MSFN and TKSA (None: unchanged)."""
-        for module in self.modules():
-            if isinstance(module, ExpertStage) and fused_experts is not None:
-                module.fused = fused_experts
-            elif isinstance(module, FeedForward) and fast_ffn is not None:
-                module.fast = fast_ffn
-            elif isinstance(module, TopKSparseAttention) and fast_tksa is not None:
-                module.fast = fast_tksa
-
-    def _layout(self, x: Tensor | None) -> Tensor | None:
-        if x is None or not self.channels_last:
-            return x
-        return x.contiguous(memory_format=torch.channels_last)
+        set_fast(self, fast)
 
     # ------------------------------------------------------------------ encoder
     @torch.no_grad()
@@ -151,9 +125,8 @@ class Rainmer(SparseTransformerBackbone):
         """Restore x [B, C, H, W]; with ``keys``/``negatives`` given, run :meth:`forward_train` instead."""
         if keys is not None or negatives is not None:
             return self.forward_train(x, lq_resize, keys, negatives)
-        x, lq_resize = self._layout(x), self._layout(lq_resize)
         h, w = x.shape[-2:]
-        padded = self._layout(pad_to_multiple(x))
+        padded = pad_to_multiple(x)
         prompts = query_input = None
         if self.prompt_views:
             query_input = self.resize_query(x if lq_resize is None else lq_resize)
@@ -175,7 +148,7 @@ class Rainmer(SparseTransformerBackbone):
         for view in self.views:
             images.append(negatives[view].flatten(0, 1))
             sizes.append(images[-1].shape[0])
-        feats = self.key_encoder.features(self._layout(torch.cat(images, dim=0))).split(sizes, dim=0)
+        feats = self.key_encoder.features(torch.cat(images, dim=0)).split(sizes, dim=0)
         num_views = len(self.views)
         out = {}
         for index, view in enumerate(self.views):
@@ -186,7 +159,7 @@ class Rainmer(SparseTransformerBackbone):
 
     def forward_train(self, lq: Tensor, lq_resize: Tensor, keys: Mapping[str, Tensor],
                       negatives: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        """One training forward (DESIGN.md 4).
+        """One training forward (docs/method.md, multi-view contrastive learning).
 
         1. momentum update of the key encoder (first, as the public code);
         2. query encoder on ``lq_resize`` (representations + prompts) and on ``lq`` (location feature);
@@ -212,13 +185,12 @@ class Rainmer(SparseTransformerBackbone):
         if missing:
             raise KeyError(f'Missing keys/negatives for views {missing}.')
         self.momentum_update()
-        lq_resize = self._layout(lq_resize)
 
         batch = lq.shape[0]
         h, w = lq.shape[-2:]
-        padded = self._layout(pad_to_multiple(lq))
+        padded = pad_to_multiple(lq)
         if self.local_fusion is not None and padded.shape[-2:] == lq_resize.shape[-2:]:
-            both = self._layout(torch.cat([lq_resize, padded]))
+            both = torch.cat([lq_resize, padded])
             query_feat, location = self.query_encoder.features(both).split(batch)
         else:
             query_feat = self.query_encoder.features(lq_resize)

@@ -1,5 +1,5 @@
-"""What the benchmark scripts share: device synchronisation, the peak memory of one step, FLOP counting, forward
-time per network component, a proxy training loss."""
+"""What the benchmark scripts share: the plain/fast conversion of one network, device synchronisation, the peak
+memory of one step, FLOP counting, forward time per network component, a proxy training loss."""
 import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -9,8 +9,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
+from rainmer.archs.fast import to_fast, to_plain
 from rainmer.archs.modules.contrastive import degradation_detail_logits
 from rainmer.archs.modules.depthwise import weight_grad_flops
+
+VARIANTS = ('plain', 'fast')
+
+
+def set_variant(net: nn.Module, variant: str) -> nn.Module:
+    """Convert ``net`` in place to its 'plain' (reference, :func:`~rainmer.archs.fast.to_plain`) or 'fast'
+    (:func:`~rainmer.archs.fast.to_fast`) evaluation: same parameters, so both variants of a benchmark are one
+    network. Returns ``net``."""
+    if variant not in VARIANTS:
+        raise ValueError(f'variant must be one of {VARIANTS}, got {variant!r}')
+    return to_fast(net) if variant == 'fast' else to_plain(net)
 
 
 def _onednn_conv_flops(x_shape: list[int], w_shape: list[int], *args: object, out_shape: list[int],

@@ -1,9 +1,11 @@
 """Representation encoder of Rainmer: shallow conv + MoEs + the chromatic and degradation/detail projectors."""
 from collections.abc import Iterable, Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rainmer.archs.modules.fastpath import fast_variant
 from rainmer.archs.modules.moe import MixtureOfExperts
 from rainmer.archs.modules.projector import Projector
 
@@ -65,3 +67,11 @@ class RepresentationEncoder(nn.Module):
                 maps[name] = self.projector(view)(feat)
             out[view] = pool_view(maps[name], view)
         return out
+
+
+@fast_variant(RepresentationEncoder)
+class ChannelsLastEncoder(RepresentationEncoder):
+    """:class:`RepresentationEncoder` on a channels_last copy of its input (see ``ChannelsLastPatchEmbed``)."""
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.moes(self.shallow_conv(x.contiguous(memory_format=torch.channels_last)))

@@ -4,8 +4,9 @@ The module tree mirrors the public state-dict keys (``layers.0.ca_fc.*``, ``laye
 ``layers.1._ops.<stage>._ops.<expert>.op.<i>``, ``layers.1._ops.<stage>._out.0``), so checkpoints of
 DRSformer and Rainmer load unchanged. Every expert is a small conv stack with its own parameters.
 
-The fused evaluation (``fused=True``, the default) gives the same output from those same parameters (so state-dict
-keys and gradients are the per-expert ones) with fewer full-resolution passes:
+The fast variants (:class:`FusedExpertStage`, :class:`FastExpertStages`; :mod:`rainmer.archs.fast`) give the same
+output from those same parameters (so state-dict keys and gradients are the per-expert ones) with fewer
+full-resolution passes:
 
 * every expert's last pointwise conv is linear and followed by its softmax weight and the stage's ``_out`` 1x1
   conv, so it is folded into ``_out``: the stage output is ``sum_e w_e (W_out[:, e] @ P_e) z_e``, accumulated
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rainmer.archs.modules.depthwise import depthwise_module
+from rainmer.archs.modules.fastpath import fast_variant
 from rainmer.archs.modules.ops import add_relu, conv1x1_per_image, conv_relu
 
 EXPERTS = ('sep_conv_1x1', 'sep_conv_3x3', 'sep_conv_5x5', 'sep_conv_7x7',
@@ -116,17 +118,17 @@ class ExpertStage(nn.Module):
         self._ops = nn.ModuleList(build_expert(name, channels) for name in EXPERTS)
         self._out = nn.Sequential(nn.Conv2d(channels * len(EXPERTS), channels, 1, bias=False), nn.ReLU())
 
-        self.fused = True
-
     def forward(self, x: Tensor, weights: Tensor) -> Tensor:
         """weights: [B, E] (softmax over experts)."""
-        if self.fused:
-            return self.forward_fused(x, weights)
         scaled = [expert(x) * weights[:, index, None, None, None] for index, expert in enumerate(self._ops)]
         return self._out(torch.cat(scaled, dim=1))
 
-    def forward_fused(self, x: Tensor, weights: Tensor) -> Tensor:
-        """Same as the plain forward with the last pointwise convs folded into ``_out`` (see the module docs)."""
+
+@fast_variant(ExpertStage)
+class FusedExpertStage(ExpertStage):
+    """:class:`ExpertStage` with the last pointwise convs folded into ``_out`` (see the module docs)."""
+
+    def forward(self, x: Tensor, weights: Tensor) -> Tensor:
         channels = x.shape[1]
         out_weight = self._out[0].weight.flatten(1)  # [C, E*C]
         out = None
@@ -169,12 +171,18 @@ class ExpertStages(nn.Module):
 
     def forward(self, x: Tensor, weights: Tensor) -> Tensor:
         """weights: [B, S, E]."""
-        if not self._ops[0].fused:
-            x = self.preprocess(x)
-            for index, stage in enumerate(self._ops):
-                x = F.relu(stage(x, weights[:, index]) + x)
-            return x
-        x = conv_relu(x, self.preprocess.op[0].weight)  # the fast evaluation: fused ReLUs, oneDNN
+        x = self.preprocess(x)
+        for index, stage in enumerate(self._ops):
+            x = F.relu(stage(x, weights[:, index]) + x)
+        return x
+
+
+@fast_variant(ExpertStages)
+class FastExpertStages(ExpertStages):
+    """:class:`ExpertStages` with the ReLUs fused into the preprocess conv and the residual sums (oneDNN)."""
+
+    def forward(self, x: Tensor, weights: Tensor) -> Tensor:
+        x = conv_relu(x, self.preprocess.op[0].weight)
         for index, stage in enumerate(self._ops):
             x = add_relu(stage(x, weights[:, index]), x)
         return x

@@ -1,5 +1,7 @@
-"""Fast evaluation of DRSformer's MSFN (:class:`~rainmer.archs.modules.transformer.FeedForward`) from its own
-parameters.
+"""DRSformer's mixed-scale feed-forward network (MSFN): the plain module and its fast variant.
+
+:class:`MSFN` is the public computation. :class:`FastMSFN` (:mod:`rainmer.archs.fast`) gives the same output from
+the same parameters:
 
 The public MSFN computes ``x = project_in(x)``, ``a3 = ReLU(dw3(x))``, ``a5 = ReLU(dw5(x))``. Its second stage
 concatenates the first halves of a3 and a5 (and the second halves) and applies convs with two input channels per
@@ -23,9 +25,40 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rainmer.archs.modules.depthwise import depthwise_conv2d
+from rainmer.archs.modules.fastpath import fast_variant
 from rainmer.archs.modules.ops import conv1x1, conv_relu, fusable, memory_format_of
 
 CHANNEL_ALIGNMENT = 16  # one AVX-512 vector of fp32
+
+
+class MSFN(nn.Module):
+    """Parallel dw3x3 / dw5x5 paths on ``project_in(x)`` that exchange halves (keys of the public ``FeedForward``)."""
+
+    def __init__(self, dim: int, ffn_expansion_factor: float, bias: bool) -> None:
+        super().__init__()
+        hidden = int(dim * ffn_expansion_factor)
+        self.project_in = nn.Conv2d(dim, hidden * 2, kernel_size=1, bias=bias)
+        self.dwconv3x3 = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=bias)
+        self.dwconv5x5 = nn.Conv2d(hidden * 2, hidden * 2, 5, padding=2, groups=hidden * 2, bias=bias)
+        self.dwconv3x3_1 = nn.Conv2d(hidden * 2, hidden, 3, padding=1, groups=hidden, bias=bias)
+        self.dwconv5x5_1 = nn.Conv2d(hidden * 2, hidden, 5, padding=2, groups=hidden, bias=bias)
+        self.project_out = nn.Conv2d(hidden * 2, dim, kernel_size=1, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.project_in(x)
+        first_3, second_3 = F.relu(self.dwconv3x3(x)).chunk(2, dim=1)
+        first_5, second_5 = F.relu(self.dwconv5x5(x)).chunk(2, dim=1)
+        first = F.relu(self.dwconv3x3_1(torch.cat([first_3, first_5], dim=1)))
+        second = F.relu(self.dwconv5x5_1(torch.cat([second_3, second_5], dim=1)))
+        return self.project_out(torch.cat([first, second], dim=1))
+
+
+@fast_variant(MSFN)
+class FastMSFN(MSFN):
+    """:class:`MSFN` through the evaluation in the module docs (same parameters, same output)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return msfn_fast(self, x)
 
 
 def pair_order(hidden: int, device: torch.device) -> Tensor:
@@ -88,8 +121,8 @@ def _depthwise(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     return depthwise_conv2d(x, weight, bias, padding=weight.shape[-1] // 2)
 
 
-def msfn_fast(ffn: nn.Module, x: Tensor) -> Tensor:
-    """``ffn(x)`` of a FeedForward through the evaluation in the module docs (same parameters, same output)."""
+def msfn_fast(ffn: MSFN, x: Tensor) -> Tensor:
+    """``ffn(x)`` of an MSFN through the evaluation in the module docs (same parameters, same output)."""
     hidden = ffn.dwconv3x3_1.out_channels
     pad = -hidden % CHANNEL_ALIGNMENT if fusable(x, *ffn.parameters()) else 0
     order = pair_order(hidden, x.device)

@@ -4,21 +4,27 @@ from collections.abc import Mapping, Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rainmer.archs.modules.fastpath import fast_variant
 from rainmer.archs.modules.ops import is_channels_last
 from rainmer.archs.modules.transformer import TransformerBlock
 
 
 class PromptInjection(nn.Module):
-    """``P = SiLU(conv1x1(gate * z))`` with ``gate = sigmoid(conv1x1(GELU(conv1x1(out))))`` (C -> C -> 1).
-
-    For a global prompt z [B, P, 1, 1] the projection is linear in ``gate * z``, so it is evaluated as
-    ``SiLU(gate * (W z) + b)``: one small matmul per image instead of a P -> C convolution per pixel.
-    """
+    """``P = SiLU(conv1x1(gate * z))`` with ``gate = sigmoid(conv1x1(GELU(conv1x1(out))))`` (C -> C -> 1)."""
 
     def __init__(self, dim: int, prompt_dim: int) -> None:
         super().__init__()
         self.gate = nn.Sequential(nn.Conv2d(dim, dim, 1), nn.GELU(), nn.Conv2d(dim, 1, 1), nn.Sigmoid())
         self.projection = nn.Sequential(nn.Conv2d(prompt_dim, dim, 1), nn.SiLU())
+
+    def forward(self, feat: Tensor, prompt: Tensor) -> Tensor:
+        return self.projection(self.gate(feat) * prompt)
+
+
+@fast_variant(PromptInjection)
+class FoldedPromptInjection(PromptInjection):
+    """For a global prompt z [B, P, 1, 1] the projection is linear in ``gate * z``, so it is evaluated as
+    ``SiLU(gate * (W z) + b)``: one small matmul per image instead of a P -> C convolution per pixel."""
 
     def forward(self, feat: Tensor, prompt: Tensor) -> Tensor:
         gate = self.gate(feat)  # [B, 1, H, W]

@@ -5,11 +5,18 @@ is soft-maxed, multiplied with v and weighted by a learnable scalar; the outputs
 
 * ``independent`` masks (DRSformer, the paper): every rate selects its top-k from A.
 * ``chained`` masks (the public Rainmer code): every rate selects its top-k from the previous rate's
-  soft-maxed matrix, so later rates pick from probabilities. Selecting among the zeros of the previous
-  matrix is decided by ``torch.topk``'s tie order, which is why this mode is evaluated literally.
+  soft-maxed matrix, so later rates pick from probabilities: all the previous rate's kept entries and some of its
+  exact zeros. Which zeros is a matter of tie order.
+
+**Ties.** Among equal scores the lower column index is kept first (:func:`topk_mask`), on every device and in both
+evaluations. That is the rule of CUDA's ``torch.topk`` (it gathers the boundary value's entries in index order),
+where the public checkpoints were trained. CPU ``torch.topk`` partitions rows with ``nth_element``, whose choice
+among equal entries depends on the values of all the others, so rounding differences elsewhere in a row changed
+which zeros the chained mode picked (docs/architecture.md). With the index rule the chained selection no longer
+depends on rounding: the plain and the fast evaluation keep the same entries.
 
 Both rate sums are linear in v, so ``sum_r w_r softmax_r(A) @ v == (sum_r w_r softmax_r(A)) @ v``: the fast
-paths build that one C x C matrix (:func:`sparse_attention_mix`) and fold it into ``project_out``, one 1x1 conv
+variant builds that one C x C matrix (:func:`sparse_attention_mix`) and folds it into ``project_out``, one 1x1 conv
 of v per image instead of one matmul per rate and the projection.
 """
 from collections.abc import Sequence
@@ -21,6 +28,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from rainmer.archs.modules.depthwise import depthwise_module
+from rainmer.archs.modules.fastpath import fast_variant
 from rainmer.archs.modules.ops import as_matrices, conv1x1, conv1x1_per_image, is_channels_last
 
 DEFAULT_SPARSE_RATES = ('1/2', '2/3', '3/4', '4/5')
@@ -38,15 +46,22 @@ def topk_counts(channels: int, rates: Sequence[str | float | Fraction]) -> list[
     return [max(1, int(channels * parse_rate(rate))) for rate in rates]
 
 
-def _keep_topk(scores: Tensor, count: int, sorted: bool = True) -> Tensor:  # noqa: A002 (torch.topk's name)
-    """``scores`` with everything but the top ``count`` entries of each row set to -inf.
+def topk_order(scores: Tensor, count: int) -> tuple[Tensor, Tensor]:
+    """Values and column indices of the top ``count`` entries of each row, largest first; equal scores in
+    ascending column order (a stable sort: CUDA ``torch.topk``'s tie rule, on every device)."""
+    values, index = scores.sort(dim=-1, descending=True, stable=True)
+    return values[..., :count], index[..., :count]
 
-    ``sorted=False`` keeps the same entries on CPU, ties included (ATen's CPU top-k partitions each row with
-    ``nth_element`` and only then sorts the kept part), without the sort: 2-5x faster on 48-column rows.
-    """
-    index = scores.topk(count, dim=-1, sorted=sorted).indices
-    keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, index, True)
-    return scores.masked_fill(~keep, float('-inf'))
+
+def topk_mask(scores: Tensor, count: int) -> Tensor:
+    """Boolean mask of the entries :func:`topk_order` keeps."""
+    index = topk_order(scores, count)[1]
+    return torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, index, True)
+
+
+def _keep_topk(scores: Tensor, count: int) -> Tensor:
+    """``scores`` with everything but the top ``count`` entries of each row set to -inf."""
+    return scores.masked_fill(~topk_mask(scores, count), float('-inf'))
 
 
 def sparse_attention_plain(attn: Tensor, v: Tensor, counts: Sequence[int], weights: Tensor,
@@ -71,7 +86,7 @@ def sparse_attention_matrix(attn: Tensor, counts: Sequence[int], weights: Tensor
     e_p * g_p with g_p = sum_{r: p < k_r} w_r / Z_r, scattered back to the original columns.
     """
     k_max = max(counts)
-    values, index = attn.topk(k_max, dim=-1)
+    values, index = topk_order(attn, k_max)
     exp_values = torch.exp(values - values[..., :1].detach())
     partition = exp_values.cumsum(dim=-1)[..., [count - 1 for count in counts]]  # [..., R]
     ranks = torch.arange(k_max, device=attn.device)
@@ -85,7 +100,7 @@ def sparse_attention_matrix_chained(attn: Tensor, counts: Sequence[int], weights
     mix = None
     scores = attn
     for count, weight in zip(counts, weights.unbind(0)):
-        scores = _keep_topk(scores, count, sorted=scores.device.type != 'cpu').softmax(dim=-1)
+        scores = _keep_topk(scores, count).softmax(dim=-1)
         mix = scores * weight if mix is None else mix + scores * weight
     return mix
 
@@ -139,15 +154,13 @@ class TopKSparseAttention(nn.Module):
         scalar_rate_weights: Store the branch weights as ``attn1..attnN`` (DRSformer's keys) instead of the
             vector ``attns`` (Rainmer's keys).
         chained_topk: Reproduce the public Rainmer code (each rate selects from the previous probabilities).
-        fast: Evaluate with one matmul with v (see module docs); False keeps the plain per-rate loop.
     """
 
     def __init__(self, dim: int, num_heads: int, bias: bool, sparse_rates: Sequence = DEFAULT_SPARSE_RATES,
-                 scalar_rate_weights: bool = False, chained_topk: bool = False, fast: bool = True) -> None:
+                 scalar_rate_weights: bool = False, chained_topk: bool = False) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.chained_topk = chained_topk
-        self.fast = fast
         self.counts = topk_counts(dim // num_heads, sparse_rates)
         self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
         self.qkv = nn.Conv2d(dim, dim * 3, kernel_size=1, bias=bias)
@@ -176,19 +189,22 @@ class TopKSparseAttention(nn.Module):
         return (q @ k.transpose(-2, -1)) * self.temperature, v
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.fast:
-            return self.forward_fast(x)
         b, c, h, w = x.shape
         attn, v = self.attention_scores(x)
         out = sparse_attention_plain(attn, v, self.counts, self.rate_weights(), chained=self.chained_topk)
         return self.project_out(out.reshape(b, c, h, w))
 
-    def forward_fast(self, x: Tensor) -> Tensor:
-        """Same output as the plain forward, in fewer passes over the pixels and on either memory layout.
+
+@fast_variant(TopKSparseAttention)
+class FastTopKSparseAttention(TopKSparseAttention):
+    """:class:`TopKSparseAttention` in fewer passes over the pixels and on either memory layout (same parameters)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Same output as the plain forward:
 
         * q and k are not normalised: A = (q k^T) / (|q| |k|^T), from their Gram matrix and norms. A rounds
-          differently from the plain path, and so do the layers before it; where two scores of a row are within
-          rounding of each other at a top-k boundary, either path may keep the other one (docs/speed.md);
+          differently from the plain path; only where two distinct scores of a row are within rounding of each other
+          at a top-k boundary can the two keep different entries (exact ties follow :func:`topk_mask` in both);
         * the rates' matrices are summed into one M per head (:func:`sparse_attention_mix`), and M is folded
           into ``project_out``: the output is one 1x1 conv of v with ``W_out @ blockdiag(M)`` per image.
         """

@@ -1,9 +1,10 @@
-"""DRSformer's transformer pieces: channel LayerNorm, MSFN, the sparse transformer block, resampling."""
+"""DRSformer's transformer pieces: channel LayerNorm, the sparse transformer block, patch embedding, resampling."""
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rainmer.archs.modules.msfn import msfn_fast
+from rainmer.archs.modules.fastpath import fast_variant
+from rainmer.archs.modules.msfn import MSFN
 from rainmer.archs.modules.tksa import TopKSparseAttention
 
 
@@ -17,11 +18,28 @@ class _NormAffine(nn.Module):
 
 
 class LayerNorm(nn.Module):
-    """LayerNorm over the channels of an NCHW map (eps 1e-5); 'BiasFree' scales without centring."""
+    """LayerNorm over the channels of an NCHW map (eps 1e-5) as the public code: pixels as tokens, mean and biased
+    variance over channels; 'BiasFree' scales by the standard deviation without centring."""
 
     def __init__(self, dim: int, LayerNorm_type: str = 'WithBias') -> None:  # noqa: N803 (public option name)
         super().__init__()
         self.body = _NormAffine(dim, with_bias=LayerNorm_type != 'BiasFree')
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        tokens = x.flatten(2).transpose(1, 2)  # [B, HW, C]
+        variance = tokens.var(-1, keepdim=True, unbiased=False)
+        weight, bias = self.body.weight, self.body.bias
+        if bias is None:
+            normed = tokens / torch.sqrt(variance + 1e-5) * weight
+        else:
+            normed = (tokens - tokens.mean(-1, keepdim=True)) / torch.sqrt(variance + 1e-5) * weight + bias
+        return normed.transpose(1, 2).reshape(b, c, h, w)
+
+
+@fast_variant(LayerNorm)
+class FastLayerNorm(LayerNorm):
+    """:class:`LayerNorm` through ``F.layer_norm`` on a channels-last view (one pass; no copies on channels_last)."""
 
     def forward(self, x: Tensor) -> Tensor:
         weight, bias = self.body.weight, self.body.bias
@@ -30,37 +48,6 @@ class LayerNorm(nn.Module):
             return x * torch.rsqrt(variance + 1e-5) * weight[:, None, None]
         normed = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), weight, bias, eps=1e-5)
         return normed.permute(0, 3, 1, 2)
-
-
-class FeedForward(nn.Module):
-    """Mixed-scale feed-forward network (MSFN): parallel dw3x3 / dw5x5 paths that exchange halves."""
-
-    def __init__(self, dim: int, ffn_expansion_factor: float, bias: bool) -> None:
-        super().__init__()
-        hidden = int(dim * ffn_expansion_factor)
-        self.project_in = nn.Conv2d(dim, hidden * 2, kernel_size=1, bias=bias)
-        self.dwconv3x3 = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=bias)
-        self.dwconv5x5 = nn.Conv2d(hidden * 2, hidden * 2, 5, padding=2, groups=hidden * 2, bias=bias)
-        self.dwconv3x3_1 = nn.Conv2d(hidden * 2, hidden, 3, padding=1, groups=hidden, bias=bias)
-        self.dwconv5x5_1 = nn.Conv2d(hidden * 2, hidden, 5, padding=2, groups=hidden, bias=bias)
-        self.project_out = nn.Conv2d(hidden * 2, dim, kernel_size=1, bias=bias)
-
-        self.fast = True
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.fast:
-            return self.forward_fast(x)
-        x = self.project_in(x)
-        first_3, second_3 = F.relu(self.dwconv3x3(x)).chunk(2, dim=1)
-        first_5, second_5 = F.relu(self.dwconv5x5(x)).chunk(2, dim=1)
-        first = F.relu(self.dwconv3x3_1(torch.cat([first_3, first_5], dim=1)))
-        second = F.relu(self.dwconv5x5_1(torch.cat([second_3, second_5], dim=1)))
-        return self.project_out(torch.cat([first, second], dim=1))
-
-    def forward_fast(self, x: Tensor) -> Tensor:
-        """Same output from the same parameters, without the 2-inputs-per-group convs and the concatenations
-        (:mod:`rainmer.archs.modules.msfn`)."""
-        return msfn_fast(self, x)
 
 
 class TransformerBlock(nn.Module):
@@ -75,7 +62,7 @@ class TransformerBlock(nn.Module):
         self.norm1 = LayerNorm(dim, LayerNorm_type)
         self.attn = TopKSparseAttention(dim, num_heads, bias, **attention)
         self.norm2 = LayerNorm(dim, LayerNorm_type)
-        self.ffn = FeedForward(dim, ffn_expansion_factor, bias)
+        self.ffn = MSFN(dim, ffn_expansion_factor, bias)
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.norm1(x))
@@ -91,6 +78,15 @@ class OverlapPatchEmbed(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.proj(x)
+
+
+@fast_variant(OverlapPatchEmbed)
+class ChannelsLastPatchEmbed(OverlapPatchEmbed):
+    """:class:`OverlapPatchEmbed` on a channels_last copy of the image: every later activation is channels_last,
+    where CPU depthwise convs are several times faster."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x.contiguous(memory_format=torch.channels_last))
 
 
 class Downsample(nn.Module):
