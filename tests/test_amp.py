@@ -10,7 +10,7 @@ import torch
 from basicsr.models import build_model
 from rainmer_fixtures import tiny_rainmer_options
 
-from rainmer.models.rainmer_model import _amp_dtype
+from rainmer.models.derain_model import amp_dtype as _amp_dtype
 
 
 def _model(tmp_path, num_gpu=0, **train):

@@ -10,6 +10,7 @@ from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTR
 from data_fixtures import make_gtav, make_gtrain, make_rain13k
 from toolbox_fixtures import REPO_ROOT, run_command
 
+from rainmer.option_check import check_options, dataset_option_keys
 from rainmer.options import load_yaml
 from rainmer.utils.registry import SCHEDULER_REGISTRY
 
@@ -38,6 +39,14 @@ def test_every_type_in_the_option_files_is_registered(path):
         assert opt['train']['scheduler']['type'] in SCHEDULER_REGISTRY
 
 
+@pytest.mark.parametrize('path', OPTIONS, ids=[osp.relpath(p, REPO_ROOT) for p in OPTIONS])
+def test_every_option_file_passes_the_option_check(path):
+    opt = load_yaml(path)
+    check_options(opt, path)
+    for dataset in opt['datasets'].values():  # every shipped dataset's keys are known, so they were checked
+        assert dataset_option_keys(DATASET_REGISTRY.get(dataset['type'])) is not None
+
+
 def test_rainmer_mixed_is_the_papers_recipe():
     opt = _option('rainmer_mixed.yml')
     train = opt['train']
@@ -58,10 +67,19 @@ def test_rainmer_mixed_is_the_papers_recipe():
 
 @pytest.mark.parametrize('name', MIXED_COMPARISONS)
 def test_comparison_configs_differ_from_rainmer_only_in_the_network(name):
+    """Same data, schedule, image losses and validation through DerainModel; RainmerModel's own keys only in
+    rainmer_mixed.yml."""
+    from basicsr.utils.registry import MODEL_REGISTRY
+
     rainmer, other = _option('rainmer_mixed.yml'), _option(name)
+    assert rainmer['model_type'] == 'RainmerModel' and other['model_type'] == 'DerainModel'
+    rainmer_only = MODEL_REGISTRY.get('RainmerModel').TRAIN_KEYS - MODEL_REGISTRY.get('DerainModel').TRAIN_KEYS
+    assert rainmer_only & set(rainmer['train']) and not rainmer_only & set(other['train'])
+    for key in rainmer_only:
+        rainmer['train'].pop(key, None)
     for opt in (rainmer, other):
-        opt.pop('name')
-        opt.pop('network_g')
+        for key in ('name', 'network_g', 'model_type'):
+            opt.pop(key)
     assert other == rainmer
 
 

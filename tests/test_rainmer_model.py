@@ -107,18 +107,19 @@ def test_gradient_accumulation_matches_the_larger_batch(workdir):
     for model in models:
         model.archive.prefill(batch['lq_resize'], batch['gt_resize'])
     single, accumulated = models
+    before = {name: p.detach().clone() for name, p in single.net_g.named_parameters() if p.requires_grad}
     single.feed_data(batch)
     single.optimize_parameters(1)
     for micro, part in enumerate((slice(0, 2), slice(2, 4)), start=1):
         accumulated.feed_data({k: v[part] for k, v in batch.items()})
         accumulated.optimize_parameters(micro)
-    changed = 0
+    # both took an optimiser step: (almost) every trainable tensor moved from its snapshot...
+    moved = [name for name, p in single.net_g.named_parameters() if name in before and not torch.equal(p, before[name])]
+    assert len(moved) >= 0.9 * len(before), f'only {len(moved)} of {len(before)} parameters were updated'
+    # ...to the same place
     for (name, p1), p2 in zip(single.net_g.named_parameters(), accumulated.net_g.parameters()):
         if p1.requires_grad:
             torch.testing.assert_close(p1, p2, rtol=1e-5, atol=1e-6, msg=name)
-            changed += 1
-    assert changed > 0
-    assert not torch.equal(next(single.net_g.parameters()), next(build_model(single.opt).net_g.parameters()))
 
 
 def test_a_toolbox_restorer_trains_on_the_mixed_dataset_with_srmodel(workdir):

@@ -1,0 +1,138 @@
+"""DerainModel: any network at any image size, the divergence guard, through the real `basicsr train|test`."""
+import rainmer  # noqa: F401  (its compat shim must load before basicsr)
+
+# isort: split
+import copy
+import json
+import os.path as osp
+
+import pytest
+import torch
+from basicsr.archs import build_network
+from basicsr.models import build_model
+from data_fixtures import make_rain13k
+from toolbox_fixtures import run_command, write_yaml
+
+from rainmer.models.derain_model import DerainModel, DivergenceError, pad_and_crop, size_multiple
+
+SWINIR = dict(type='SwinIR', upscale=1, in_chans=3, img_size=32, window_size=8, img_range=1.0, depths=[1],
+              embed_dim=12, num_heads=[2], mlp_ratio=2, upsampler='', resi_connection='1conv')
+RRDB = dict(type='RRDBNet', num_in_ch=3, num_out_ch=3, scale=1, num_feat=8, num_block=1, num_grow_ch=4)
+
+
+@pytest.mark.parametrize('network_opt, expected', [
+    (SWINIR, 8), ({**SWINIR, 'window_size': 4}, 4), (RRDB, 4), ({**RRDB, 'scale': 2}, 2),
+    ({'type': 'RRDBNet', 'num_in_ch': 3, 'num_out_ch': 3}, 1),  # RRDBNet's default scale 4: no unshuffle
+    ({'type': 'DRSformer', 'dim': 8, 'num_blocks': [1, 1, 1, 1], 'heads': [1, 1, 1, 1]}, 1),  # pads itself
+])
+def test_size_multiple_of_each_network(network_opt, expected):
+    net = build_network(copy.deepcopy(network_opt))
+    assert size_multiple(net, network_opt) == expected
+    assert size_multiple(net, network_opt, override=16) == 16
+
+
+def test_pad_and_crop_returns_the_input_size_and_leaves_multiples_alone():
+    seen = []
+
+    def forward(x):
+        seen.append(tuple(x.shape[-2:]))
+        return x * 2
+
+    x = torch.rand(1, 3, 241, 177)
+    out = pad_and_crop(forward, x, 8)
+    assert seen == [(248, 184)] and out.shape == x.shape
+    torch.testing.assert_close(out, x * 2)  # the padding is cut away, the image itself untouched
+    pad_and_crop(forward, torch.rand(1, 3, 16, 24), 8)
+    assert seen[-1] == (16, 24)
+
+
+def _derain_options(name: str, network_g: dict, train_root: str, val_root: str, total_iter: int = 2) -> dict:
+    """DerainModel on the public Rain13K layout (Restormer's download: input/ and target/, same names)."""
+    pairs = dict(type='PairedRainTestDataset', layout='rain13k', io_backend=dict(type='disk'))
+    return dict(
+        name=name, model_type='DerainModel', scale=1, num_gpu=0, manual_seed=0,
+        datasets=dict(
+            train=dict(name='Rain13K', type='PairedImageDataset', dataroot_lq=osp.join(train_root, 'input'),
+                       dataroot_gt=osp.join(train_root, 'target'), filename_tmpl='{}', io_backend=dict(type='disk'),
+                       gt_size=32, use_hflip=True, use_rot=False, num_worker_per_gpu=0, batch_size_per_gpu=2,
+                       dataset_enlarge_ratio=1, prefetch_mode=None),
+            val=dict(name='Rain100L', root=val_root, **pairs)),
+        network_g=network_g,
+        path=dict(pretrain_network_g=None, strict_load_g=True, resume_state=None),
+        train=dict(optim_g=dict(type='AdamW', lr=1e-3, weight_decay=0, betas=[0.9, 0.999]),
+                   scheduler=dict(type='CosineAnnealingRestartCyclicLR', periods=[1, 1], restart_weights=[1, 1],
+                                  eta_mins=[1e-3, 1e-6]),
+                   total_iter=total_iter, warmup_iter=-1, accumulate_grad_step=1, grad_clip_norm=0.01,
+                   pixel_opt=dict(type='CharbonnierLoss', loss_weight=1.0, eps=1e-6),
+                   ssim_opt=dict(type='SSIMLoss', loss_weight=0.1)),
+        val=dict(val_freq=total_iter, save_img=True, metrics=dict(
+            psnr=dict(type='calculate_psnr', crop_border=0, test_y_channel=True),
+            ssim=dict(type='calculate_ssim', crop_border=0, test_y_channel=True))),
+        logger=dict(print_freq=1, save_checkpoint_freq=total_iter, use_tb_logger=False),
+    )
+
+
+@pytest.mark.parametrize('network_g', [SWINIR, RRDB], ids=['SwinIR-window8', 'RRDBNet-scale1'])
+def test_toolbox_networks_train_and_test_at_odd_sizes(tmp_path, network_g):
+    """SwinIR needs multiples of its window, RRDBNet (scale 1) of its unshuffle factor 4: 241x177 and 163x199
+    images validate and test, and the outputs keep their size."""
+    train_root = make_rain13k(str(tmp_path / 'Datasets/train/Rain13K'), n=3, h=177, w=241)
+    val_root = make_rain13k(str(tmp_path / 'Datasets/test/Rain100L'), n=2, h=199, w=163, seed=50)
+    name = f"derain_{network_g['type']}"
+    opt = _derain_options(name, network_g, train_root, val_root)
+    result = run_command(['basicsr', 'train', '-opt', write_yaml(str(tmp_path / 'train.yml'), opt)], cwd=str(tmp_path))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    weights = tmp_path / 'experiments' / name / 'models' / 'net_g_latest.pth'
+    assert weights.is_file()
+
+    test_opt = {key: opt[key] for key in ('model_type', 'scale', 'num_gpu', 'manual_seed', 'network_g', 'val')}
+    test_opt.update(name=f'{name}_test', datasets=dict(test_1=opt['datasets']['val']),
+                    path=dict(pretrain_network_g=str(weights), strict_load_g=True))
+    result = run_command(['basicsr', 'test', '-opt', write_yaml(str(tmp_path / 'test.yml'), test_opt)],
+                         cwd=str(tmp_path))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    results = tmp_path / 'results' / f'{name}_test'
+    metrics = json.loads((results / 'metrics.json').read_text())
+    assert set(metrics['Rain100L']) == {'psnr', 'ssim'} and metrics['Rain100L']['psnr'] > 5
+    import cv2
+    restored = sorted((results / 'visualization' / 'Rain100L').glob('*.png'))
+    assert len(restored) == 2 and all(cv2.imread(str(p)).shape == (199, 163, 3) for p in restored)
+
+
+def _tiny_model(tmp_path, **train) -> DerainModel:
+    opt = _derain_options('guard', dict(RRDB), str(tmp_path), str(tmp_path))
+    opt['train'].update(train)
+    opt.update(is_train=True, dist=False, rank=0, world_size=1)
+    opt['path'].update(models=str(tmp_path), training_states=str(tmp_path), visualization=str(tmp_path))
+    torch.manual_seed(0)
+    return build_model(opt)
+
+
+def test_divergence_guard_skips_non_finite_steps_then_stops(tmp_path):
+    model = _tiny_model(tmp_path, max_nonfinite_steps=3)
+    before = {name: p.detach().clone() for name, p in model.net_g.named_parameters()}
+    good = {'lq': torch.rand(2, 3, 16, 16), 'gt': torch.rand(2, 3, 16, 16)}
+    bad = {'lq': good['lq'], 'gt': torch.full((2, 3, 16, 16), float('nan'))}
+    for step in (1, 2):
+        model.feed_data(bad)
+        model.optimize_parameters(step)
+        assert model.nonfinite_steps == step
+    assert all(torch.equal(p, before[name]) for name, p in model.net_g.named_parameters())  # no step taken
+    model.feed_data(good)
+    model.optimize_parameters(3)
+    assert model.nonfinite_steps == 0  # a finite step resets the count...
+    assert any(not torch.equal(p, before[name]) for name, p in model.net_g.named_parameters())  # ...and steps
+    model.feed_data(bad)
+    for step in (4, 5):
+        model.optimize_parameters(step)
+    with pytest.raises(DivergenceError, match=r'3 optimiser steps in a row.*max_nonfinite_steps'):
+        model.optimize_parameters(6)
+
+
+def test_non_finite_weights_are_never_saved(tmp_path):
+    model = _tiny_model(tmp_path)
+    with torch.no_grad():
+        next(model.net_g.parameters()).fill_(float('nan'))
+    with pytest.raises(DivergenceError, match='non-finite'):
+        model.save_network(model.net_g, 'net_g', 7)
+    assert not list(tmp_path.glob('net_g_7*'))
