@@ -74,10 +74,10 @@ def _derain_options(name: str, network_g: dict, train_root: str, val_root: str, 
 
 @pytest.mark.parametrize('network_g', [SWINIR, RRDB], ids=['SwinIR-window8', 'RRDBNet-scale1'])
 def test_toolbox_networks_train_and_test_at_odd_sizes(tmp_path, network_g):
-    """SwinIR needs multiples of its window, RRDBNet (scale 1) of its unshuffle factor 4: 241x177 and 163x199
-    images validate and test, and the outputs keep their size."""
-    train_root = make_rain13k(str(tmp_path / 'Datasets/train/Rain13K'), n=3, h=177, w=241)
-    val_root = make_rain13k(str(tmp_path / 'Datasets/test/Rain100L'), n=2, h=199, w=163, seed=50)
+    """SwinIR needs multiples of its window, RRDBNet (scale 1) of its unshuffle factor 4: it trains on 163x199 images
+    and validates and tests on 241x177 ones, whose outputs keep their size."""
+    train_root = make_rain13k(str(tmp_path / 'Datasets/train/Rain13K'), n=3, h=199, w=163)
+    val_root = make_rain13k(str(tmp_path / 'Datasets/test/Rain100L'), n=2, h=177, w=241, seed=50)
     name = f"derain_{network_g['type']}"
     opt = _derain_options(name, network_g, train_root, val_root)
     result = run_command(['basicsr', 'train', '-opt', write_yaml(str(tmp_path / 'train.yml'), opt)], cwd=str(tmp_path))
@@ -96,7 +96,7 @@ def test_toolbox_networks_train_and_test_at_odd_sizes(tmp_path, network_g):
     assert set(metrics['Rain100L']) == {'psnr', 'ssim'} and metrics['Rain100L']['psnr'] > 5
     import cv2
     restored = sorted((results / 'visualization' / 'Rain100L').glob('*.png'))
-    assert len(restored) == 2 and all(cv2.imread(str(p)).shape == (199, 163, 3) for p in restored)
+    assert len(restored) == 2 and all(cv2.imread(str(p)).shape == (177, 241, 3) for p in restored)
 
 
 def _tiny_model(tmp_path, **train) -> DerainModel:

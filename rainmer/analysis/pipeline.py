@@ -4,7 +4,7 @@ import os
 import os.path as osp
 from collections.abc import Callable, Mapping
 
-from rainmer.analysis import outputs
+import rainmer.analysis.outputs as outputs
 from rainmer.analysis.encoders import load_encoder
 from rainmer.analysis.errors import AnalysisError, require
 from rainmer.analysis.extract import Embeddings, extract_embeddings

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-VIEWS = ('chromatic', 'degradation', 'detail')
+from rainmer.archs.modules.encoder import VIEWS
+
 MEAN_EPS = 1e-5
 
 
