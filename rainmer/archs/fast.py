@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from rainmer.archs.modules.fastpath import convert_modules, has_fast_blocks
+from rainmer.errors import OptionError
 
 FAST_CHOICES = ('auto', True, False)
 _WORDS = {'auto': 'auto', 'true': True, 'on': True, 'yes': True, 'false': False, 'off': False, 'no': False}
@@ -27,7 +28,7 @@ def parse_fast_option(value: object) -> str | bool:
         return value
     if isinstance(value, str) and value.strip().lower() in _WORDS:
         return _WORDS[value.strip().lower()]
-    raise ValueError(f"fast: {value!r} is not one of auto, true, false")
+    raise OptionError(f"network_g.fast: {value!r} is not one of auto, true, false")
 
 
 def fast_pays_off(x: Tensor) -> bool:
