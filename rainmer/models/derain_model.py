@@ -318,19 +318,18 @@ class DerainModel(SRModel):
             img_name = osp.splitext(osp.basename(val_data['lq_path'][0]))[0]
             self.feed_data(val_data)
             self.test()
-            visuals = self.get_current_visuals()
-            sr_img = tensor2img([visuals['result']])
-            gt_img = tensor2img([visuals['gt']]) if 'gt' in visuals else None
+            data = self.metric_data(self.get_current_visuals())
+            sr_img = data['img']
             del self.lq, self.output
             if hasattr(self, 'gt'):
                 del self.gt
             if save_img:
                 self._save_image(sr_img, dataset_name, img_name, current_iter)
             source = int(val_data['source'][0]) if 'source' in val_data else None
-            if metrics_opt and gt_img is not None:
+            if metrics_opt and 'img2' in data:
                 counts[source] += 1
                 for name, opt_ in metrics_opt.items():
-                    value = calculate_metric({'img': sr_img, 'img2': gt_img}, opt_)
+                    value = calculate_metric(data, opt_)
                     sums[name] += value
                     per_source[source][name] += value
             if pbar is not None:
@@ -347,6 +346,20 @@ class DerainModel(SRModel):
         self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
         if len(per_source) > 1:
             self._log_per_source(dataset_name, per_source, counts, source_names, current_iter, tb_logger)
+
+    @staticmethod
+    def metric_data(visuals: dict) -> dict:
+        """What every metric gets (``calculate_metric(data, opt)``): BasicSR's ``img`` / ``img2`` (uint8 HWC BGR from
+        ``tensor2img``, which clamps to [0, 1] and rounds) and, for the paper-protocol metrics, ``img_float`` /
+        ``img2_float``: the same tensors clamped to [0, 1] as HWC RGB float64 arrays, before any quantisation.
+        BasicSR's own metrics swallow the float keys in ``**kwargs``. The ``img2*`` keys only when there is a ``gt``."""
+        data = {}
+        for key, name in (('img', 'result'), ('img2', 'gt')):
+            if name in visuals:
+                tensor = visuals[name].detach().cpu()
+                data[key] = tensor2img([tensor])
+                data[f'{key}_float'] = tensor.squeeze(0).double().clamp(0, 1).permute(1, 2, 0).numpy()
+        return data
 
     def _save_image(self, image, dataset_name: str, img_name: str, current_iter) -> None:
         suffix = self.opt['val'].get('suffix') or (current_iter if self.opt['is_train'] else dataset_name)
