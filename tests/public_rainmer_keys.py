@@ -14,7 +14,9 @@ Layout of the public ``models/Rainmer_SA.py`` (class ``Rainmer``), read from the
   ``Sequential`` indices 0 and 2, with bias.
 * Decoder blocks (``CrossTransformerBlock``): ``attn`` is ``CrossAttention`` with ``chr_promptAttn`` and
   ``detg_promptAttn`` (``PromptAttention``: ``classifier`` = conv C->C, GELU, conv C->1, sigmoid; ``trans`` = conv
-  base_dim->C, SiLU; all with bias). ``Rainmer_SA_chralpha`` adds a ``chr_z`` [1, base_dim, 1, 1] to each.
+  base_dim->C, SiLU; all with bias). ``Rainmer_SA_chralpha`` (the model of ``configs/rainmer_resize_alpha.yaml``)
+  adds a ``chr_z`` [1, base_dim, 1, 1] (``torch.ones``, trainable) to each ``CrossAttention``, registered right
+  after ``attns``: 16 x 128 more parameters at the defaults (35,825,344 trainable, 36,766,880 in all).
 """
 from collections import OrderedDict
 from collections.abc import Sequence

@@ -9,7 +9,7 @@ import torch
 from public_rainmer_keys import is_trainable, public_rainmer_shapes
 
 from rainmer.archs.rainmer_arch import Rainmer
-from rainmer.tools.convert_checkpoint import convert_reference_state_dict, main
+from rainmer.tools.convert_checkpoint import convert_reference_state_dict, main, public_prompt_fusion
 
 TINY = dict(dim=8, base_dim=16, num_blocks=[1, 1, 1, 1], heads=[1, 1, 2, 2])
 # public key -> ours, one per kind of rename (and a few kept as they are)
@@ -74,6 +74,9 @@ def test_generator_matches_the_public_parameter_counts():
     chralpha = public_rainmer_shapes(chr_alpha=True)
     assert set(chralpha) - set(shapes) == {f'decoder_level{level}.{block}.attn.chr_z'
                                            for level, blocks in ((3, 6), (2, 6), (1, 4)) for block in range(blocks)}
+    # measured on the public Rainmer_SA_chralpha: 35,825,344 trainable, 36,766,880 in all (+128 per decoder block)
+    assert sum(math.prod(shape) for key, shape in chralpha.items() if is_trainable(key)) == 35_825_344
+    assert sum(math.prod(shape) for shape in chralpha.values()) == 36_766_880
 
 
 def test_public_state_dict_converts_value_for_value_and_loads_strictly():
@@ -122,13 +125,67 @@ def test_baseline_drops_encoders_and_fusion():
     assert all(source == key for key, source in source_names(public, converted).items())
 
 
-def test_chralpha_keys_are_not_silently_dropped():
-    """Rainmer_SA_chralpha is not supported yet: its ``chr_z`` keys must fail a strict load, not vanish."""
+CHR_Z = {f'decoder_level{level}.{block}.attn.chr_z': f'decoder_level{level}.{block}.chr_z'
+         for level in (1, 2, 3) for block in range(1)}
+
+
+def test_public_chralpha_state_dict_loads_strictly_into_prompt_fusion_chralpha():
+    """Rainmer_SA_chralpha (the public mixed config's model): each ``attn.chr_z`` becomes the block's ``chr_z``."""
+    public = public_state_dict(**TINY, chr_alpha=True)
+    assert public_prompt_fusion(public) == 'chralpha' and public_prompt_fusion(public_state_dict(**TINY)) == 'sum'
+    for prompt_fusion in (None, 'chralpha'):
+        converted, dropped = convert_reference_state_dict(public, prompt_fusion=prompt_fusion)
+        assert dropped == []
+        target = Rainmer(**TINY, chained_topk=True, prompt_fusion='chralpha')
+        target.load_state_dict(converted, strict=True)
+        sources = source_names(public, converted)
+        assert sorted(sources.values()) == sorted(public)  # one-to-one
+        assert {sources[ours]: ours for ours in CHR_Z.values()} == CHR_Z
+        assert {sources[ours]: ours for ours in REPRESENTATIVE.values()} == REPRESENTATIVE
+        loaded = target.state_dict()
+        assert all(torch.equal(loaded[key], value) for key, value in converted.items())
+
+
+def test_chralpha_keys_are_never_silently_dropped():
+    """Into a ``sum`` network the mapped ``chr_z`` keys fail a strict load; a wrong explicit fusion is refused."""
     public = public_state_dict(**TINY, chr_alpha=True)
     converted, dropped = convert_reference_state_dict(public)
     assert dropped == []
     with pytest.raises(RuntimeError, match='chr_z'):
         Rainmer(**TINY, chained_topk=True).load_state_dict(converted, strict=True)
+    with pytest.raises(ValueError, match='chralpha'):
+        convert_reference_state_dict(public, prompt_fusion='sum')
+    with pytest.raises(ValueError, match='chr_z'):
+        convert_reference_state_dict(public_state_dict(**TINY), prompt_fusion='chralpha')
+
+
+def test_chralpha_without_both_prompts_drops_the_unused_chr_z():
+    public = public_state_dict(**TINY, chr_alpha=True)
+    converted, dropped = convert_reference_state_dict(public, views=['degradation', 'detail'])
+    Rainmer(**TINY, views=['degradation', 'detail'], chained_topk=True).load_state_dict(converted, strict=True)
+    assert set(CHR_Z) <= set(dropped)
+
+
+def test_default_size_chralpha_converts_to_the_same_keys_and_shapes():
+    public = OrderedDict((key, torch.empty(shape, device='meta'))
+                         for key, shape in public_rainmer_shapes(chr_alpha=True).items())
+    converted, dropped = convert_reference_state_dict(public, prompt_fusion='chralpha')
+    ours = Rainmer(chained_topk=True, prompt_fusion='chralpha').state_dict()
+    assert dropped == [] and len(public) == len(converted) == len(ours) == 1242 + 16
+    assert {key: tuple(value.shape) for key, value in converted.items()} == \
+        {key: tuple(value.shape) for key, value in ours.items()}
+
+
+def test_command_line_detects_chralpha(tmp_path, capsys):
+    public = public_state_dict(**TINY, chr_alpha=True)
+    torch.save({f'module.{key}': value for key, value in public.items()}, tmp_path / 'net_epoch_1.pth')
+    assert main([str(tmp_path / 'net_epoch_1.pth'), str(tmp_path / 'converted.pth')]) == 0
+    printed = capsys.readouterr().out
+    assert 'Rainmer_SA_chralpha' in printed and 'prompt_fusion: chralpha' in printed
+    params = torch.load(tmp_path / 'converted.pth', weights_only=True)['params']
+    Rainmer(**TINY, chained_topk=True, prompt_fusion='chralpha').load_state_dict(params, strict=True)
+    with pytest.raises(ValueError, match='chralpha'):
+        main([str(tmp_path / 'net_epoch_1.pth'), str(tmp_path / 'other.pth'), '--prompt-fusion', 'sum'])
 
 
 def test_command_line_round_trip(tmp_path):

@@ -110,6 +110,31 @@ def test_flips_applied_to_crop_and_resize_alike(tmp_path):
     assert len(seen) > 2
 
 
+def test_public_flip_mode_flips_the_crop_only(tmp_path):
+    """``flip_mode: public`` (the public Rainmer dataset; distribution in tests/test_prompt_fusion.py)."""
+    root = make_rain13k(str(tmp_path / 'sq'), n=1, h=40, w=40)
+    src = [dict(name='sq', type='rain13k', root=root)]
+    ds = build_dataset(_mixed_opt(src, gt_size=40, resize_size=40, use_hflip=False, use_rot=False, flip_mode='public'))
+    ref = build_dataset(_mixed_opt(src, gt_size=40, resize_size=40, use_hflip=False, use_rot=False))[0]
+    seen = set()
+    for seed in range(16):
+        random.seed(seed)
+        item = ds[0]
+        assert torch.equal(item['gt_resize'], ref['gt_resize']) and torch.equal(item['lq_resize'], ref['lq_resize'])
+        index = [torch.equal(item['gt'], t) for t in _dihedral(ref['gt'])].index(True)
+        assert torch.equal(item['lq'], _dihedral(ref['lq'])[index])
+        seen.add(index)
+    assert seen == {0, 1, 2}  # none, vertical, horizontal: never both, never transposed
+    with pytest.raises(DataError, match='use_hflip'):
+        build_dataset(_mixed_opt(src, gt_size=40, resize_size=40, use_rot=False, flip_mode='public'))
+    with pytest.raises(DataError, match='flip_mode'):
+        build_dataset(_mixed_opt(src, gt_size=40, flip_mode='vertical'))
+    opt = dict(_mixed_opt(src, flip_mode='public'))
+    for key in ('use_hflip', 'use_rot'):
+        opt.pop(key)
+    build_dataset(opt)
+
+
 def _dihedral(x):
     outs = []
     for t in (x, x.transpose(1, 2)):

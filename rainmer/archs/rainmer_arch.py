@@ -13,6 +13,7 @@ from rainmer.archs.modules.backbone import SparseTransformerBackbone, pad_to_mul
 from rainmer.archs.modules.contrastive import JOINT_VIEW, contrastive_logits, merge_logits
 from rainmer.archs.modules.encoder import PROMPT_VIEWS, VIEW_PROJECTOR, VIEWS, RepresentationEncoder
 from rainmer.archs.modules.fusion import LocalKnowledgeFusion
+from rainmer.archs.modules.prompt import check_prompt_fusion
 from rainmer.archs.modules.tksa import DEFAULT_SPARSE_RATES
 
 
@@ -47,6 +48,10 @@ class Rainmer(SparseTransformerBackbone):
         temperature: Temperature of the contrastive logits.
         chained_topk: Reproduce the public Rainmer code's TKSA (each rate selects its top-k from the previous
             rate's probabilities); needed for checkpoints trained with that code. Default: independent masks.
+        prompt_fusion: ``sum`` (the paper: every decoder block adds ``P_chr + P_deg``) or ``chralpha`` (the public
+            code's ``Rainmer_SA_chralpha``, trained by its mixed config: ``a P_chr + (1 - a) P_deg`` with
+            ``a = (1 + <normalize(chr_z), stopgrad(z_chr)>) / 2`` and a learnable ``chr_z`` [1, base_dim, 1, 1]
+            per decoder block, +base_dim parameters each). ``chralpha`` needs the chromatic and degradation views.
         fast: ``auto`` | True | False: the fast evaluation of the same parameters (:mod:`rainmer.archs.fast`);
             ``auto`` uses it for fp32 on the CPU and the plain (reference) evaluation elsewhere.
     """
@@ -57,14 +62,18 @@ class Rainmer(SparseTransformerBackbone):
                  LayerNorm_type: str = 'WithBias',  # noqa: N803 (public option name)
                  sparse_rates: Sequence = DEFAULT_SPARSE_RATES, views: Sequence[str] = VIEWS,
                  local_fusion: bool = True, momentum: float = 0.999, prompt_size: int = 128,
-                 temperature: float = 1.0, chained_topk: bool = False, fast: bool | str = 'auto') -> None:
+                 temperature: float = 1.0, chained_topk: bool = False, prompt_fusion: str = 'sum',
+                 fast: bool | str = 'auto') -> None:
         views = _canonical_views(views)
         prompt_views = tuple(view for view in PROMPT_VIEWS if view in views)
+        check_prompt_fusion(prompt_fusion, prompt_views)
         attention = dict(sparse_rates=tuple(sparse_rates), scalar_rate_weights=False, chained_topk=chained_topk)
         super().__init__(inp_channels, out_channels, dim, num_blocks, heads, ffn_expansion_factor, bias,
-                         LayerNorm_type, attention, prompt_views=prompt_views, prompt_dim=base_dim)
+                         LayerNorm_type, attention, prompt_views=prompt_views, prompt_dim=base_dim,
+                         prompt_fusion=prompt_fusion)
         self.views = views
         self.prompt_views = prompt_views
+        self.prompt_fusion = prompt_fusion
         self.momentum = momentum
         self.prompt_size = prompt_size
         self.temperature = temperature

@@ -5,6 +5,7 @@ from torch.utils import data
 from rainmer.data.errors import DataError
 from rainmer.data.pair_items import train_item, whole_item
 from rainmer.data.pair_source import PairSource
+from rainmer.data.pair_transforms import check_flip_mode
 from rainmer.data.source_sampling import SourceIndexMap
 
 
@@ -44,23 +45,27 @@ class MixedRainDataset(data.Dataset):
 
     Options: ``sources`` (list of ``name``, ``type`` (layout or ``lmdb``), ``root`` or
     ``dataroot_lq``/``dataroot_gt``, ``split``, ``list_file``, ``io_backend``, ``weight``), ``gt_size``
-    (128), ``resize_size`` (128), ``use_hflip``, ``use_rot``, ``small_images`` (``pad`` | ``reject``),
-    ``num_samples`` (epoch length with weights), ``phase``.
+    (128), ``resize_size`` (128), ``use_hflip``, ``use_rot``, ``flip_mode`` (``basicsr`` | ``public``),
+    ``small_images`` (``pad`` | ``reject``), ``num_samples`` (epoch length with weights), ``phase``.
 
-    Train items: ``lq``, ``gt`` (crop), ``lq_resize``, ``gt_resize`` (whole image resized, same flips),
-    ``source`` (index in ``sources``), ``lq_path``, ``gt_path``. Other phases give whole images.
+    Train items: ``lq``, ``gt`` (crop), ``lq_resize``, ``gt_resize`` (whole image resized), ``source`` (index in
+    ``sources``), ``lq_path``, ``gt_path``. Other phases give whole images. Flips: ``flip_mode: basicsr``
+    (default) draws BasicSR's ``augment`` from ``use_hflip``/``use_rot`` and applies it to the crop and the
+    resized views alike; ``flip_mode: public`` is the public Rainmer dataset's ``randint(0, 3)`` (vertical 1/4,
+    horizontal 1/4, none 1/2) on the crop only (``use_hflip``/``use_rot`` must then be absent or false).
     """
 
     default_layout: str | None = None
     # Beside rainmer.option_check.COMMON_DATASET_KEYS: this class, pair_items.train_item and, for a single source
     # given inline (no ``sources``), pair_source.PairSource.
     OPTION_KEYS = frozenset({
-        'sources', 'num_samples', 'gt_size', 'resize_size', 'use_hflip', 'use_rot', 'small_images',
+        'sources', 'num_samples', 'gt_size', 'resize_size', 'use_hflip', 'use_rot', 'flip_mode', 'small_images',
         'layout', 'root', 'dataroot_lq', 'dataroot_gt', 'split', 'list_file', 'io_backend'})
 
     def __init__(self, opt: dict):
         super().__init__()
         self.opt = opt
+        check_flip_mode(opt)
         self.sources = parse_sources(opt, self.default_layout)
         self.index_map = SourceIndexMap([len(s) for s in self.sources], parse_weights(opt), opt.get('num_samples'))
 

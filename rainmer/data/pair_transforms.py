@@ -7,6 +7,11 @@ import numpy as np
 from rainmer.data.errors import DataError
 
 SMALL_IMAGE_MODES = ('pad', 'reject')
+# ``basicsr``: BasicSR's ``augment`` (``use_hflip``, ``use_rot``), the same flips on the crop and the resized whole
+# images. ``public``: the public Rainmer dataset (datasets/dataset_noresize.py), ``random.randint(0, 3)`` per item,
+# 1 = vertical, 2 = horizontal, 0 and 3 = none, on the training crop only.
+FLIP_MODES = ('basicsr', 'public')
+PUBLIC_NO_FLIP, PUBLIC_VFLIP, PUBLIC_HFLIP = 0, 1, 2
 
 
 def ensure_min_size(lq: np.ndarray, gt: np.ndarray, size: int, mode: str, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -47,6 +52,34 @@ def apply_augment(img: np.ndarray, flags: tuple[bool, bool, bool]) -> np.ndarray
         img = img[::-1]
     if rot90:
         img = img.transpose(1, 0, 2)
+    return np.ascontiguousarray(img)
+
+
+def check_flip_mode(opt: dict) -> str:
+    """The ``flip_mode`` of a dataset option (default ``basicsr``); ``public`` excludes ``use_hflip``/``use_rot``."""
+    mode = opt.get('flip_mode', 'basicsr')
+    if mode not in FLIP_MODES:
+        raise DataError(f'flip_mode: {mode!r} is not one of {", ".join(FLIP_MODES)}')
+    if mode == 'public':
+        given = [key for key in ('use_hflip', 'use_rot') if opt.get(key)]
+        if given:
+            raise DataError(f'flip_mode: public draws its own flips (vertical 1/4, horizontal 1/4, none 1/2, on the '
+                            f'crop only); remove {" and ".join(given)} or set them false')
+    return mode
+
+
+def draw_public_flip() -> int:
+    """The public Rainmer dataset's ``aug = random.randint(0, 3)`` (both ends included)."""
+    return random.randint(0, 3)
+
+
+def apply_public_flip(img: np.ndarray, aug: int) -> np.ndarray:
+    """The public ``aug`` on an HWC image: 1 flips rows (its CHW ``flip(1)``, vertical), 2 flips columns
+    (``flip(2)``, horizontal), 0 and 3 leave it."""
+    if aug == PUBLIC_VFLIP:
+        img = img[::-1]
+    elif aug == PUBLIC_HFLIP:
+        img = img[:, ::-1]
     return np.ascontiguousarray(img)
 
 

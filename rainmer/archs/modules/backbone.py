@@ -31,17 +31,19 @@ class SparseTransformerBackbone(nn.Module):
         attention: Keyword arguments of every block's :class:`TopKSparseAttention`.
         prompt_views: Prompts injected in every decoder block (empty for DRSformer).
         prompt_dim: Width of the prompt vectors.
+        prompt_fusion: How the decoder blocks combine their prompts, ``sum`` or ``chralpha``
+            (:class:`PromptedTransformerBlock`).
         mefc: Build the MEFC blocks at level 0 and before the output (DRSformer drops them for Rain200L/SPA).
     """
 
     def __init__(self, inp_channels: int, out_channels: int, dim: int, num_blocks: Sequence[int],
                  heads: Sequence[int], ffn_expansion_factor: float, bias: bool, LayerNorm_type: str,  # noqa: N803
                  attention: Mapping, prompt_views: Sequence[str] = (), prompt_dim: int = 0,
-                 mefc: bool = True) -> None:
+                 mefc: bool = True, prompt_fusion: str = 'sum') -> None:
         super().__init__()
         common = dict(ffn_expansion_factor=ffn_expansion_factor, bias=bias, LayerNorm_type=LayerNorm_type,
                       **attention)
-        prompted = dict(common, prompt_views=tuple(prompt_views), prompt_dim=prompt_dim)
+        prompted = dict(common, prompt_views=tuple(prompt_views), prompt_dim=prompt_dim, prompt_fusion=prompt_fusion)
 
         def encoder_level(level: int) -> nn.Sequential:
             return nn.Sequential(*[TransformerBlock(dim * 2**level, heads[level], **common)
