@@ -80,3 +80,101 @@ def make_allweather(root: str, n: int = 3, seed: int = 300, list_name: str = 'al
     with open(list_file, 'w') as f:
         f.write('\n'.join(lines) + '\n')
     return list_file
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The public downloads, named and laid out as docs/datasets.md describes the repository's ``datasets/`` tree.
+
+RESTORMER_TEST_SETS = ('Rain100L', 'Rain100H', 'Test100', 'Test1200', 'Test2800')
+ALLWEATHER_TEST_LISTS = ('snowtest100k_L.txt', 'test1.txt', 'raindroptesta.txt')
+
+
+def make_restormer_datasets(datasets: str, h: int = 177, w: int = 241, train: int = 2, test: int = 1) -> str:
+    """Restormer's ``Datasets/`` as ``datasets/``: ``train/Rain13K/{input,target}`` (JPEG, as downloaded) and
+    ``test/<set>/{input,target}`` for the five test sets."""
+    make_rain13k(osp.join(datasets, 'train', 'Rain13K'), n=train, ext='.jpg', h=h, w=w, seed=400)
+    for i, name in enumerate(RESTORMER_TEST_SETS):
+        make_rain13k(osp.join(datasets, 'test', name), n=test, h=h, w=w, seed=410 + 7 * i)
+    return datasets
+
+
+def make_gtrain_public(datasets: str, h: int = 199, w: int = 163, scenes: tuple[str, ...] = ('Gurutto_1-2',),
+                       frames: int = 2, amount: float = 0.15, seed: int = 500) -> str:
+    """GT-RAIN's ``GT-RAIN_{train,val,test}/<scene>/<scene>-R-NNN.png`` + ``<scene>-C-000.png`` under
+    ``datasets/GT-Rain``; returns that folder."""
+    root = osp.join(datasets, 'GT-Rain')
+    for s, split in enumerate(('train', 'val', 'test')):
+        for k, scene in enumerate(scenes):
+            clean = clean_image(seed + 10 * s + k, h, w)
+            folder = osp.join(root, f'GT-RAIN_{split}', scene)
+            write(osp.join(folder, f'{scene}-C-000.png'), clean)
+            for f in range(frames):
+                write(osp.join(folder, f'{scene}-R-{f:03d}.png'), rainy_image(clean, seed + 100 * s + 10 * k + f,
+                                                                                  amount))
+    return root
+
+
+def make_gtav_public(datasets: str, h: int = 177, w: int = 241, sets: int = 3, scenes: int = 1, frames: int = 2,
+                     amount: float = 0.15, seed: int = 600) -> str:
+    """GTAV-NightRain's ``set1..3/{train,test}/{rainy,gt}`` (``NNNN_KK.png``, clean ``NNNN.png``) under
+    ``datasets/GTAV-NightRain``; returns that folder."""
+    root = osp.join(datasets, 'GTAV-NightRain')
+    for si, split in enumerate(('train', 'test')):
+        for s in range(1, sets + 1):
+            base = osp.join(root, f'set{s}', split)
+            for n in range(scenes):
+                clean = clean_image(seed + 100 * si + 10 * s + n, h, w) // 3
+                write(osp.join(base, 'gt', f'{n:04d}.png'), clean)
+                for k in range(frames):
+                    write(osp.join(base, 'rainy', f'{n:04d}_{k:02d}.png'),
+                          rainy_image(clean, seed + 1000 * si + 100 * s + 10 * n + k, amount))
+    return root
+
+
+def _list_folder(folder: str, list_names: tuple[str, ...], per_list: int, h: int, w: int, seed: int) -> None:
+    for j, list_name in enumerate(list_names):
+        lines = []
+        for i in range(per_list):
+            name = f'{osp.splitext(list_name)[0]}_{i}.png'
+            clean = clean_image(seed + 10 * j + i, h, w)
+            write(osp.join(folder, 'gt', name), clean)
+            write(osp.join(folder, 'input', name), rainy_image(clean, seed + 10 * j + i))
+            lines.append(f'./input/{name}')
+        with open(osp.join(folder, list_name), 'w') as f:
+            f.write('\n'.join(lines) + '\n')
+
+
+def make_allweather_public(datasets: str, h: int = 177, w: int = 241, train: int = 3, test: int = 1,
+                           seed: int = 700) -> str:
+    """TransWeather: ``datasets/allweather/{allweather.txt,input,gt}`` and its test folder as
+    ``datasets/allweather/test/{snowtest100k_L.txt,test1.txt,raindroptesta.txt,input,gt}`` (lines ``./input/<name>``);
+    returns ``datasets/allweather``."""
+    root = osp.join(datasets, 'allweather')
+    _list_folder(root, ('allweather.txt',), train, h, w, seed)
+    _list_folder(osp.join(root, 'test'), ALLWEATHER_TEST_LISTS, test, h, w, seed + 50)
+    return root
+
+
+def make_analysis_public(datasets: str, h: int = 177, w: int = 241, n: int = 2, seed: int = 800) -> str:
+    """The analysis sets as docs/datasets.md lays them out: ``datasets/analysis/{Rain200H,Rain800}/{input,target}``
+    and ``datasets/analysis/DDN_{1,5}/{rainy,gt}`` (``<i>_<type>.jpg`` with clean ``<i>.jpg``)."""
+    root = osp.join(datasets, 'analysis')
+    make_rain13k(osp.join(root, 'Rain200H'), n=n, h=h, w=w, seed=seed)
+    make_rain13k(osp.join(root, 'Rain800'), n=n, ext='.jpg', h=h, w=w, seed=seed + 10)
+    for rain_type in (1, 5):
+        for i in range(1, n + 1):
+            clean = clean_image(seed + 20 + i, h, w)
+            write(osp.join(root, f'DDN_{rain_type}', 'gt', f'{900 + i}.jpg'), clean)
+            write(osp.join(root, f'DDN_{rain_type}', 'rainy', f'{900 + i}_{rain_type}.jpg'),
+                  rainy_image(clean, seed + 30 + i + rain_type))
+    return root
+
+
+def make_documented_tree(datasets: str) -> str:
+    """Every public download of docs/datasets.md, tiny and at odd sizes, in the documented ``datasets/`` tree."""
+    make_restormer_datasets(datasets)
+    make_gtrain_public(datasets)
+    make_gtav_public(datasets)
+    make_allweather_public(datasets)
+    make_analysis_public(datasets)
+    return datasets

@@ -215,3 +215,69 @@ def test_synth_user_errors(tmp_path, capsys):
     assert code == 1 and '--val' in err
     code, _, err = run(capsys, 'synth', str(tmp_path / 'nowhere'), out, '--force', '-q')
     assert code == 1 and 'nowhere: folder not found' in err
+
+
+def _gtav_frames(root, split, amounts):
+    """32x32 GTAV frames ``set*/<split>/rainy/<scene>_<frame>.png`` with clean ``gt/<scene>.png``; ``amounts`` maps
+    (set, scene, frame) to the share of rain pixels."""
+    rng = np.random.default_rng(1)
+    for (set_name, scene, frame), amount in amounts.items():
+        clean = clean_image(int(scene) + 3 * int(set_name[-1]), 32, 32)
+        rainy = clean.astype(np.float32)
+        rainy[rng.random((32, 32)) < amount] += 120
+        write(osp.join(root, set_name, split, 'gt', f'{scene}.png'), clean)
+        write(osp.join(root, set_name, split, 'rainy', f'{scene}_{frame}.png'), np.clip(rainy, 0, 255).astype(np.uint8))
+    return root
+
+
+def test_balance_writes_the_balanced_test_crops_in_gtav_names(tmp_path, capsys):
+    gtav = str(tmp_path / 'GTAV-NightRain')
+    _gtav_frames(gtav, 'train', {('set1', '0000', '00'): 0.5, ('set1', '0001', '00'): 0.0})
+    _gtav_frames(gtav, 'test', {('set1', '0000', '00'): 0.5, ('set1', '0000', '01'): 0.5, ('set1', '0001', '00'): 0.0,
+                                ('set1', '0002', '00'): 0.0, ('set2', '0000', '00'): 0.5, ('set2', '0000', '03'): 0.5})
+    out = str(tmp_path / 'GTAV-balance')
+    code, text, err = run(capsys, 'balance', 'gtav', gtav, '--crop', '32', '--shares', '0.2', '0', '--out', out, '-q')
+    assert code == 0, err
+    assert len(read_meta_info(osp.join(out, 'lq.lmdb'))) == 1  # training: the one rainy crop (1 / 0.8 * 0.2 -> 0 low)
+    # test: 4 rainy crops, 4 / 0.8 = 5 -> 1 of the 2 clean-looking crops, same balancing as the training split
+    rainy = sorted(os.listdir(osp.join(out, 'test', 'rainy')))
+    assert rainy[:4] == ['0000_00_set1.png', '0000_00_set2.png', '0000_01_set1.png', '0000_03_set2.png']
+    assert len(rainy) == 5 and rainy[4] in ('0001_00_set1.png', '0002_00_set1.png')
+    gt = sorted(os.listdir(osp.join(out, 'test', 'gt')))
+    assert gt == ['0000_set1.png', '0000_set2.png', rainy[4].replace('_00_', '_')]
+    assert 'test split: selected 5 of 6 crops' in text
+    selected = list(csv.DictReader(open(osp.join(out, 'test', 'selection.csv'))))
+    assert sorted(r['key'] + '.png' for r in selected) == rainy
+    ds = build_dataset(dict(name='GTAV-balance', type='PairedRainTestDataset', phase='test', layout='gtav',
+                            root=osp.join(out, 'test'), io_backend=dict(type='disk')))
+    assert len(ds) == 5
+    for i in range(len(ds)):
+        item = ds[i]
+        stem = osp.splitext(osp.basename(item['lq_path']))[0]
+        scene, frame, set_name = stem.split('_')
+        expected = cv2.imread(osp.join(gtav, set_name, 'test', 'gt', f'{scene}.png'))[..., ::-1] / 255.0
+        assert np.allclose(item['gt'].numpy().transpose(1, 2, 0), expected, atol=1e-6)
+    full = build_dataset(dict(name='GTAV-NightRain', type='PairedRainTestDataset', phase='test', layout='gtav',
+                              root=gtav, split='test', io_backend=dict(type='disk')))
+    assert len(full) == 6
+
+    code, text, _ = run(capsys, 'balance', 'gtav', gtav, '--crop', '32', '--shares', '0.2', '0', '--out', out, '-q')
+    assert code == 0 and 'test crops already written (5 crops)' in text
+    code, text, _ = run(capsys, 'balance', 'gtav', gtav, '--crop', '32', '--shares', '0.2', '0', '--out',
+                        str(tmp_path / 'no-test'), '--no-test', '-q')
+    assert code == 0 and not osp.exists(tmp_path / 'no-test' / 'test')
+
+
+def test_test_crop_names_carry_the_tile_only_when_a_scene_has_several_windows():
+    from rainmer.data.balance import test_crop_names
+    from rainmer.data.rain_stats import CropDensity
+
+    def row(path, tile, top, left):
+        return CropDensity(f'key_t{tile}', path, 'gt.png', 0, top, left, 32, 0.1)
+
+    rows = [row('/d/set1/test/rainy/0000_00.png', 0, 0, 0), row('/d/set1/test/rainy/0000_01.png', 0, 0, 0),
+            row('/d/set2/test/rainy/0000_00.png', 1, 0, 32), row('/d/set2/test/rainy/0000_01.png', 0, 0, 0)]
+    assert test_crop_names(rows) == [('0000_00_set1', '0000_set1'), ('0000_01_set1', '0000_set1'),
+                                     ('0000-t1_00_set2', '0000-t1_set2'), ('0000-t0_01_set2', '0000-t0_set2')]
+    from rainmer.data.layouts import gtav_clean_stem
+    assert all(gtav_clean_stem(rainy) == clean for rainy, clean in test_crop_names(rows))

@@ -3,10 +3,27 @@ import os
 import os.path as osp
 
 import pytest
-from data_fixtures import make_allweather, make_gtav, make_gtrain, make_rain13k, write
+from data_fixtures import (
+    ALLWEATHER_TEST_LISTS,
+    make_allweather,
+    make_allweather_public,
+    make_gtav,
+    make_gtrain,
+    make_gtrain_public,
+    make_rain13k,
+    write,
+)
 
 from rainmer.data.errors import DataError
-from rainmer.data.layouts import allweather_clean_path, default_lmdb_dir, gtav_clean_stem, sanitize_key, scan_layout
+from rainmer.data.layouts import (
+    allweather_clean_path,
+    default_lmdb_dir,
+    gtav_clean_stem,
+    sanitize_key,
+    scan_allweather,
+    scan_gtrain,
+    scan_layout,
+)
 
 
 def test_rain13k_pairs_same_names(tmp_path):
@@ -92,9 +109,36 @@ def test_unknown_layout_and_missing_option(tmp_path):
 
 
 def test_default_lmdb_dirs():
-    assert default_lmdb_dir('rain13k', root='datasets/Rain13K/train/') == 'datasets/Rain13K/train_lmdb'
+    assert default_lmdb_dir('rain13k', root='datasets/train/Rain13K/') == 'datasets/train/Rain13K_lmdb'
     assert default_lmdb_dir('gtav', root='datasets/GTAV-NightRain', split='test') == \
         'datasets/GTAV-NightRain_test_lmdb'
     assert default_lmdb_dir('allweather', root='datasets/allweather', list_file='x/allweather.txt') == \
         'datasets/allweather_allweather_lmdb'
     assert sanitize_key('a.b c') == 'a_b_c'
+
+
+def test_gtrain_public_names_and_splits(tmp_path):
+    """GT-RAIN as downloaded: ``GT-RAIN_{train,val,test}/<scene>/<scene>-R-NNN.png`` and one ``<scene>-C-000.png``;
+    scene names hold ``_`` and ``-``."""
+    root = make_gtrain_public(str(tmp_path), scenes=('Gurutto_1-2', 'M1135_0-0'), frames=3)
+    for split in ('train', 'val', 'test'):
+        records = scan_gtrain(osp.join(root, f'GT-RAIN_{split}'))
+        assert [r.key for r in records] == [f'{scene}-R-{k:03d}' for scene in ('Gurutto_1-2', 'M1135_0-0')
+                                            for k in range(3)]
+        assert all(osp.basename(r.gt) == osp.basename(osp.dirname(r.gt)) + '-C-000.png' for r in records)
+        assert all(osp.dirname(r.lq) == osp.dirname(r.gt) for r in records)
+
+
+def test_allweather_public_test_lists_resolve_against_their_folder(tmp_path):
+    root = make_allweather_public(str(tmp_path / 'datasets'), test=2)
+    records = scan_allweather(osp.join(root, 'allweather.txt'))
+    assert len(records) == 3 and all(r.gt == r.lq.replace('/input/', '/gt/') for r in records)
+    for list_name in ALLWEATHER_TEST_LISTS:
+        records = scan_allweather(osp.join(root, 'test', list_name))
+        assert [osp.dirname(r.lq) for r in records] == [osp.join(root, 'test', 'input')] * 2
+        assert all(r.gt == osp.join(root, 'test', 'gt', osp.basename(r.lq)) for r in records)
+
+
+def test_gtav_balance_test_crop_names_pair():
+    assert gtav_clean_stem('0001_03_set2') == '0001_set2'
+    assert gtav_clean_stem('0001-t4_03_set2') == '0001-t4_set2'

@@ -2,12 +2,15 @@
 import copy
 import glob
 import json
+import os
 import os.path as osp
+import re
+import shlex
 
 import pytest
 from basicsr.archs import build_network
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY
-from data_fixtures import make_gtav, make_gtrain, make_rain13k
+from data_fixtures import make_documented_tree, make_gtav, make_gtrain, make_rain13k
 from toolbox_fixtures import REPO_ROOT, run_command
 
 from rainmer.option_check import check_options, dataset_option_keys
@@ -102,11 +105,12 @@ def test_rainmer_mixed_trains_and_tests_as_written_on_prepared_data(tmp_path):
         assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
         return result.stdout + result.stderr
 
-    make_rain13k(str(tmp_path / 'datasets/Rain13K/train'), n=2)
+    make_rain13k(str(tmp_path / 'datasets/train/Rain13K'), n=2)
     make_gtrain(str(tmp_path / 'datasets/GT-Rain/GT-RAIN_train'), scenes=1, frames=2)
     make_gtrain(str(tmp_path / 'datasets/GT-Rain/GT-RAIN_val'), scenes=1, frames=1, seed=7)
     make_gtav(str(tmp_path / 'datasets/GTAV-NightRain'), sets=1, scenes=2, frames=1)
-    run('rainmer', 'data', 'prepare', 'rain13k', 'datasets/Rain13K/train', '--quiet')
+    make_gtav(str(tmp_path / 'datasets/GTAV-NightRain'), sets=1, split='test', scenes=1, frames=1, seed=5)
+    run('rainmer', 'data', 'prepare', 'rain13k', 'datasets/train/Rain13K', '--quiet')
     run('rainmer', 'data', 'prepare', 'gtrain', 'datasets/GT-Rain/GT-RAIN_train', '--quiet')
     run('rainmer', 'data', 'balance', 'gtav', 'datasets/GTAV-NightRain', '--shares', '0.5', '0.25', '--crop', '32',
         '--out', 'datasets/GTAV-balance', '--quiet')
@@ -120,10 +124,56 @@ def test_rainmer_mixed_trains_and_tests_as_written_on_prepared_data(tmp_path):
     for name in ('Rain100L', 'Rain100H', 'Test100', 'Test1200', 'Test2800'):
         make_rain13k(str(tmp_path / 'datasets/test' / name), n=1, seed=len(name))
     make_gtrain(str(tmp_path / 'datasets/GT-Rain/GT-RAIN_test'), scenes=1, frames=1, seed=9)
-    make_gtav(str(tmp_path / 'datasets/GTAV-NightRain'), sets=1, split='test', scenes=1, frames=1, seed=5)
     output = run('basicsr', 'test', '-opt', osp.join(REPO_ROOT, 'options', 'test', 'rainmer_mixed_test.yml'),
                  '--force_yml', *TINY)
     metrics = json.loads((tmp_path / 'results/Rainmer_mixed_test/metrics.json').read_text())
-    assert list(metrics) == ['Rain100L', 'Rain100H', 'Test100', 'Test1200', 'Test2800', 'GT-Rain', 'GTAV-balance']
+    assert list(metrics) == ['Rain100L', 'Rain100H', 'Test100', 'Test1200', 'Test2800', 'GT-Rain', 'GTAV-balance',
+                            'GTAV-NightRain']
     assert all(set(values) == {'psnr', 'ssim', 'psnr_paper', 'ssim_paper'} for values in metrics.values())
     assert '| average |' in output
+
+
+def _documented_commands() -> list[list[str]]:
+    """The ``rainmer data`` lines of docs/datasets.md's "All at once" block."""
+    text = open(osp.join(REPO_ROOT, 'docs', 'datasets.md'), encoding='utf-8').read()
+    block = re.search(r'### All at once\n.*?```\n(.*?)```', text, re.S).group(1)
+    return [shlex.split(line)[2:] for line in block.splitlines() if line.startswith('rainmer data ')]
+
+
+NETWORKS_WITH_FAST = ('Rainmer', 'DRSformer', 'NeRDRain', 'NeRDRainS')
+
+
+@pytest.mark.parametrize('path', OPTIONS, ids=[osp.relpath(p, REPO_ROOT) for p in OPTIONS])
+def test_shipped_networks_carry_the_fast_switch(path):
+    net = load_yaml(path)['network_g']
+    if net['type'] in NETWORKS_WITH_FAST:
+        assert net['fast'] == 'auto'
+
+
+def test_every_shipped_config_starts_on_the_documented_tree(tmp_path, monkeypatch):
+    """The public downloads' layouts and names at odd sizes, the docs' prepare commands as written (smaller crop),
+    then every dataset of every shipped config is built and yields a pair."""
+    from basicsr.data import build_dataset
+
+    from rainmer.data.cli import main as data_main
+
+    monkeypatch.chdir(tmp_path)
+    make_documented_tree('datasets')
+    commands = _documented_commands()
+    assert [c[:2] for c in commands] == [['prepare', 'rain13k'], ['prepare', 'gtrain'], ['stats', 'rain13k'],
+                                         ['stats', 'gtrain'], ['balance', 'gtav'], ['prepare', 'allweather']]
+    for argv in commands:
+        argv = ['64' if i and argv[i - 1] == '--crop' else a for i, a in enumerate(argv)]
+        assert data_main(argv + ['--quiet']) == 0, argv
+    assert sorted(os.listdir('datasets/GTAV-balance/test/rainy'))[0].endswith('_set1.png')
+    for path in OPTIONS:
+        opt = load_yaml(path)
+        for key, dataset_opt in opt['datasets'].items():
+            dataset_opt = dict({'name': key}, **copy.deepcopy(dataset_opt), scale=1,
+                               phase=key.split('_')[0] if 'model_type' in opt else 'test')
+            if dataset_opt['phase'] == 'train':
+                dataset_opt.update(gt_size=32, resize_size=32)
+            dataset = build_dataset(dataset_opt)
+            assert len(dataset) > 0, (path, key)
+            item = dataset[0]
+            assert item['lq'].shape[0] == 3 and item['lq'].shape == item['gt'].shape, (path, key)

@@ -1,9 +1,15 @@
-"""``rainmer data balance``: the paper's GTAV-balance, crops of GTAV-NightRain resampled by rain density."""
+"""``rainmer data balance``: the paper's GTAV-balance, crops of GTAV-NightRain resampled by rain density.
+
+The training split's crops go to ``<out>`` (LMDB pair, ``input/``+``target/`` PNGs, or ``selection.csv`` only);
+the test split's crops, balanced the same way, go to ``<out>/test/{rainy,gt}`` as PNGs in the GTAV naming
+(:func:`test_crop_names`), which the ``gtav`` layout reads.
+"""
 import csv
 import os
 import os.path as osp
+import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import cv2
 import numpy as np
@@ -89,3 +95,76 @@ def run_balance(source: PairSource, out_dir: str, target_shares: tuple[float, fl
             cv2.imwrite(osp.join(out_dir, 'input', f'{key}.png'), lq)
             cv2.imwrite(osp.join(out_dir, 'target', f'{key}.png'), gt)
     return BalanceResult(out_dir, len(selected), len(rows), before, after, target_shares, warnings)
+
+
+def test_crop_names(rows: list[CropDensity]) -> list[tuple[str, str]]:
+    """(rainy, clean) file stems of selected GTAV test crops: ``NNNN_KK_setN`` with clean ``NNNN_setN``.
+
+    The rainy frame ``setN/test/rainy/NNNN_KK.png`` gives ``NNNN_KK_setN`` (the clean partner drops the second
+    ``_`` field, as :func:`rainmer.data.layouts.gtav_clean_stem` does). When crops at more than one window of the
+    same scene are selected, the scene field carries the crop's tile: ``NNNN-tT_KK_setN`` / ``NNNN-tT_setN``.
+    """
+    parsed = []
+    for row in rows:
+        stem = osp.splitext(osp.basename(row.lq))[0]
+        parts = stem.split('_')
+        if len(parts) < 2:
+            raise DataError(f'{row.lq}: GTAV rainy images are named <scene>_<frame>.png (e.g. 0001_03.png)')
+        set_name = osp.basename(osp.dirname(osp.dirname(osp.dirname(osp.abspath(row.lq)))))
+        tile = row.key.rsplit('_t', 1)[-1] if row.size else '0'
+        rest = ''.join('_' + p for p in parts[2:])
+        parsed.append((parts[0], parts[1], set_name, rest, tile, (row.top, row.left)))
+    windows: dict[tuple, set] = {}
+    for scene, _, set_name, rest, _, window in parsed:
+        windows.setdefault((scene, set_name, rest), set()).add(window)
+    names = []
+    for scene, frame, set_name, rest, tile, _ in parsed:
+        field = scene if len(windows[(scene, set_name, rest)]) == 1 else f'{scene}-t{tile}'
+        names.append((f'{field}_{frame}_{set_name}{rest}', f'{field}_{set_name}{rest}'))
+    seen: dict[str, str] = {}
+    for (rainy, _), row in zip(names, rows):
+        if rainy in seen:
+            raise DataError(f'{row.lq} and {seen[rainy]} give the same test crop name {rainy!r}')
+        seen[rainy] = row.lq
+    return names
+
+
+def run_balance_test(source: PairSource, out_dir: str, target_shares: tuple[float, float], *, crop: int = 512,
+                     seed: int = 0, fmt: str = 'lmdb', edges: tuple[float, float] = BALANCE_EDGES,
+                     force: bool = False, skip_bad: bool = False, progress: bool = True,
+                     log: Callable[[str], None] = print) -> BalanceResult:
+    """The balanced GTAV test crops: ``out_dir/{rainy,gt}`` PNGs (``fmt`` list: ``selection.csv`` only)."""
+    selection = osp.join(out_dir, SELECTION)
+    if osp.isfile(selection) and not force:
+        with open(selection, newline='', encoding='utf-8') as f:
+            count = sum(1 for _ in csv.DictReader(f))
+        log(f'{out_dir}: test crops already written ({count} crops), not rebuilt (use --force to rebuild)')
+        return BalanceResult(out_dir, count, 0, np.array([]), np.array([]), target_shares, [], True)
+    rows = crop_densities(source, crop, skip_bad, progress, log)
+    densities = np.array([r.density for r in rows])
+    try:
+        chosen, warnings = balance_selection(densities, target_shares, np.random.default_rng(seed), edges)
+    except DataError as err:
+        raise DataError(f'{source.name} (test split): {err}') from err
+    selected = [rows[i] for i in chosen]
+    names = test_crop_names(selected)
+    for warning in warnings:
+        log(f'warning: test split: {warning}')
+    for folder in ('rainy', 'gt'):
+        shutil.rmtree(osp.join(out_dir, folder), ignore_errors=True)
+    if osp.isfile(selection):
+        os.remove(selection)
+    os.makedirs(out_dir, exist_ok=True)
+    if fmt != 'list':
+        for folder in ('rainy', 'gt'):
+            os.makedirs(osp.join(out_dir, folder))
+        written: set[str] = set()
+        for load, (rainy_name, clean_name) in zip(_crop_loaders(source, selected), names):
+            _, lq, gt, _, _ = load()
+            cv2.imwrite(osp.join(out_dir, 'rainy', f'{rainy_name}.png'), lq)
+            if clean_name not in written:
+                cv2.imwrite(osp.join(out_dir, 'gt', f'{clean_name}.png'), gt)
+                written.add(clean_name)
+    _write_selection(selection, [CropDensity(name, *astuple(row)[1:]) for (name, _), row in zip(names, selected)])
+    return BalanceResult(out_dir, len(selected), len(rows), bin_shares(densities, edges),
+                         bin_shares(densities[chosen], edges), target_shares, warnings)

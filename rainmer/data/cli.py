@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     bal.add_argument('--format', default='lmdb', choices=('lmdb', 'folder', 'list'),
                      help='lmdb: lq.lmdb/gt.lmdb; folder: input/ and target/ PNGs; list: selection.csv only')
     bal.add_argument('--force', action='store_true', help='rebuild even if a finished build exists')
+    bal.add_argument('--test-split', default='test', help='gtav: also balance the set*/<this split> crops the same '
+                     'way into <out>/test/{rainy,gt} (NNNN_KK_setN.png, clean NNNN_setN.png; default test)')
+    bal.add_argument('--no-test', action='store_true', help='gtav: do not write the balanced test crops')
 
     syn = sub.add_parser('synth', help='synthetic rain (day, heavy, night) on a folder of clean photographs')
     syn.add_argument('clean_dir', help='folder of clean photographs')
@@ -136,15 +139,41 @@ def cmd_balance(args: argparse.Namespace) -> int:
         target = (args.shares[0], args.shares[1])
     result = run_balance(_source(args), args.out, target, crop=args.crop, seed=args.seed, fmt=args.format,
                          force=args.force, skip_bad=args.skip_bad, progress=not args.quiet)
-    if result.already_done:
-        return 0
+    if not result.already_done:
+        _report_balance(args, target, result)
+    _balance_test_split(args, target)
+    return 0
+
+
+def _balance_test_split(args: argparse.Namespace, target: tuple[float, float]) -> None:
+    """GTAV: the test split's crops, balanced to the same shares, as ``<out>/test/{rainy,gt}`` PNGs."""
+    import glob
+
+    from rainmer.data.balance import run_balance_test
+    from rainmer.data.pair_source import PairSource
+    if args.layout != 'gtav' or args.lmdb or args.no_test or args.split == args.test_split or not args.root:
+        return
+    if not glob.glob(osp.join(glob.escape(args.root), 'set*', args.test_split, 'rainy')):
+        print(f'no {osp.join(args.root, "set*", args.test_split, "rainy")} folders: balanced test crops not written')
+        return
+    opt = dict(_source_opt(args), split=args.test_split, name=f'{args.layout} {args.test_split}')
+    out_dir = osp.join(args.out, 'test')
+    result = run_balance_test(PairSource(opt, where=args.layout), out_dir, target, crop=args.crop, seed=args.seed,
+                              fmt=args.format, force=args.force, skip_bad=args.skip_bad, progress=not args.quiet)
+    if not result.already_done:
+        fmt = ', '.join(f'{v:.3f}' for v in result.shares_after)
+        where = '' if args.format == 'list' else f', {osp.join(out_dir, "rainy")} and {osp.join(out_dir, "gt")}'
+        print(f'test split: selected {result.selected} of {result.candidates} crops; shares now {fmt}')
+        print(f'wrote {osp.join(out_dir, "selection.csv")}{where}')
+
+
+def _report_balance(args: argparse.Namespace, target: tuple[float, float], result) -> None:
     fmt = ', '.join(f'{v:.3f}' for v in result.shares_after)
     print(f'target shares of [0, 0.04], (0.04, 0.08]: {target[0]:.3f}, {target[1]:.3f}')
     print(f'selected {result.selected} of {result.candidates} crops; shares now {fmt} (<=0.04, mid, >0.08)')
     print(f'wrote {osp.join(args.out, "selection.csv")}' + {
         'lmdb': f', {osp.join(args.out, "lq.lmdb")} and {osp.join(args.out, "gt.lmdb")}',
         'folder': f', {osp.join(args.out, "input")} and {osp.join(args.out, "target")}', 'list': ''}[args.format])
-    return 0
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
