@@ -8,6 +8,8 @@ nothing reads fails (:mod:`rainmer.option_check`).
 import argparse
 import os.path as osp
 import random
+import sys
+import time
 import warnings
 
 import torch
@@ -65,6 +67,23 @@ def force_option(opt: dict, entry: str) -> None:
             node[key] = _postprocess_yml_value(value)
         else:
             node = node[key]
+
+
+def copy_options_file(opt_file: str, experiments_root: str, force_yml: list[str] | None = None) -> str:
+    """The run's option file in its experiment folder, with the ``--force_yml`` overrides applied (the toolbox's copy
+    keeps them only in a comment, so a tool reading the folder, e.g. ``rainmer compare``, rebuilt the wrong network).
+    """
+    opt = load_yaml(opt_file)
+    for entry in force_yml or []:
+        force_option(opt, entry)
+    target = osp.join(experiments_root, osp.basename(opt_file))
+    header = f"# GENERATE TIME: {time.asctime()}\n# CMD:\n# {' '.join(sys.argv)}\n"
+    if force_yml:
+        header += f"# --force_yml applied below: {' '.join(force_yml)}\n"
+    with open(target, 'w', encoding='utf-8') as f:
+        f.write(header + '\n')
+        yaml.dump(opt, f, Dumper=ordered_yaml()[1], default_flow_style=None, sort_keys=False)
+    return target
 
 
 def _resolve_devices(opt: dict) -> None:

@@ -32,11 +32,11 @@ from basicsr.utils import (  # noqa: E402
     make_exp_dirs,
     mkdir_and_rename,
 )
-from basicsr.utils.options import copy_opt_file, dict2str  # noqa: E402
+from basicsr.utils.options import dict2str  # noqa: E402
 
 from rainmer.compat.checkpoint import load_resume_state  # noqa: E402
 from rainmer.data_loading import create_train_val_dataloaders  # noqa: E402
-from rainmer.options import add_toolbox_flags, parse_options  # noqa: E402
+from rainmer.options import add_toolbox_flags, copy_options_file, parse_options  # noqa: E402
 from rainmer.utils.allocator import tune_malloc  # noqa: E402
 from rainmer.utils.rng import restore_rng_states  # noqa: E402
 
@@ -126,7 +126,7 @@ def train_pipeline(args: argparse.Namespace, root_path: str | None = None) -> in
         make_exp_dirs(opt)
         if opt['logger'].get('use_tb_logger') and 'debug' not in opt['name'] and opt['rank'] == 0:
             mkdir_and_rename(osp.join(root_path, 'tb_logger', opt['name']))
-    copy_opt_file(args.opt, opt['path']['experiments_root'])
+    copy_options_file(args.opt, opt['path']['experiments_root'], args.force_yml)
     logger, tb_logger = _init_loggers(opt, root_path)
 
     train_loader, train_sampler, val_loaders, total_epochs, total_iters = create_train_val_dataloaders(opt, logger)

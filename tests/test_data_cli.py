@@ -281,3 +281,13 @@ def test_test_crop_names_carry_the_tile_only_when_a_scene_has_several_windows():
                                      ('0000-t1_00_set2', '0000-t1_set2'), ('0000-t0_01_set2', '0000-t0_set2')]
     from rainmer.data.layouts import gtav_clean_stem
     assert all(gtav_clean_stem(rainy) == clean for rainy, clean in test_crop_names(rows))
+
+
+def test_balance_keeps_every_crop_when_the_references_leave_no_share_for_dense_rain():
+    """Shares summing to 1 up to rounding (references without dense rain) once asked for ~1e16 crops."""
+    from rainmer.data.density import balance_selection
+
+    densities = np.array([0.01, 0.02, 0.05, 0.06, 0.2])
+    kept, warnings = balance_selection(densities, (0.7078, 1 - 0.7078 - 1e-12), np.random.default_rng(0))
+    assert kept.tolist() == [0, 1, 2, 3, 4]
+    assert len(warnings) == 1 and 'keeping every crop' in warnings[0]

@@ -177,3 +177,15 @@ def test_every_shipped_config_starts_on_the_documented_tree(tmp_path, monkeypatc
             assert len(dataset) > 0, (path, key)
             item = dataset[0]
             assert item['lq'].shape[0] == 3 and item['lq'].shape == item['gt'].shape, (path, key)
+
+
+def test_the_experiment_folder_keeps_the_options_with_the_overrides_applied(tmp_path):
+    """Tools that rebuild a run from its folder (rainmer compare) must see --force_yml's values, not the YAML's."""
+    from rainmer.options import copy_options_file
+
+    source = osp.join(REPO_ROOT, 'options', 'rainmer_mixed.yml')
+    copied = copy_options_file(source, str(tmp_path), ['network_g:dim=8', 'train:total_iter=10'])
+    opt = load_yaml(copied)
+    assert opt['network_g']['dim'] == 8 and opt['train']['total_iter'] == 10
+    assert opt['network_g']['num_blocks'] == load_yaml(source)['network_g']['num_blocks']
+    assert opt['train']['scheduler']['eta_mins'] == [3e-4, 1e-6]  # floats survive the round trip

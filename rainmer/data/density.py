@@ -59,7 +59,11 @@ def balance_selection(densities: np.ndarray, shares: tuple[float, float], rng: n
                       np.flatnonzero(d > edges[1]))
     if high.size == 0:
         raise DataError(f'no crop has a rain density above {edges[1]}; nothing to balance around')
-    total = high.size / (1.0 - s_low - s_mid)
+    remaining = 1.0 - s_low - s_mid
+    if remaining < 1e-6:  # the references hold (almost) no dense rain: no subsampling of the low bins can reach it
+        return np.arange(d.size), [f'target shares {s_low:.3f} + {s_mid:.3f} leave no share for densities above '
+                                   f'{edges[1]}: keeping every crop']
+    total = high.size / remaining
     warnings, chosen = [], [high]
     for indices, share, label in ((low, s_low, f'[0, {edges[0]}]'), (mid, s_mid, f'({edges[0]}, {edges[1]}]')):
         wanted = int(total * share + 1e-9)  # floor, robust to float error (200 / 0.5 * 0.3 -> 120)
