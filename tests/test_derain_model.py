@@ -13,7 +13,7 @@ from basicsr.models import build_model
 from data_fixtures import make_rain13k
 from toolbox_fixtures import run_command, write_yaml
 
-from rainmer.models.derain_model import DerainModel, DivergenceError, pad_and_crop, size_multiple
+from rainmer.models.derain_model import DerainModel, DivergenceError, ImageSizeError, pad_and_crop, size_multiple
 
 SWINIR = dict(type='SwinIR', upscale=1, in_chans=3, img_size=32, window_size=8, img_range=1.0, depths=[1],
               embed_dim=12, num_heads=[2], mlp_ratio=2, upsampler='', resi_connection='1conv')
@@ -136,3 +136,16 @@ def test_non_finite_weights_are_never_saved(tmp_path):
     with pytest.raises(DivergenceError, match='non-finite'):
         model.save_network(model.net_g, 'net_g', 7)
     assert not list(tmp_path.glob('net_g_7*'))
+
+
+def test_a_size_the_network_cannot_run_is_one_line_naming_size_and_multiple(tmp_path):
+    """RRDBNet at scale 1 unshuffles by 4; a wrong pad_multiple override of 2 leaves 10x14 unrunnable."""
+    model = _tiny_model(tmp_path)
+    model.opt['val']['pad_multiple'] = 2
+    model.feed_data({'lq': torch.rand(1, 3, 9, 13)})
+    expected = r'RRDBNet cannot restore a 9x13 image padded to a multiple of 2 \(10x14\)'
+    with pytest.raises(ImageSizeError, match=expected):
+        model.test()
+    del model.opt['val']['pad_multiple']  # the toolbox rule (4) runs it
+    model.test()
+    assert model.output.shape == (1, 3, 9, 13)

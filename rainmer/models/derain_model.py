@@ -45,6 +45,10 @@ class DivergenceError(UserError):
     """Training produced non-finite losses or gradients too many steps in a row."""
 
 
+class ImageSizeError(UserError):
+    """The network cannot run on an image of this size, even padded to its size multiple."""
+
+
 def _with_defaults(network_opt: dict) -> dict:
     """``network_g`` options completed with the arch constructor's defaults."""
     arch = ARCH_REGISTRY.get(network_opt['type'])
@@ -296,12 +300,29 @@ class DerainModel(SRModel):
         return tiled_forward(lambda patch: pad_and_crop(lambda x: bare(x, **kwargs), patch, multiple), lq,
                              tile['size'], tile.get('overlap', 32))
 
+    def _restore_checked(self, net: nn.Module, lq: Tensor) -> Tensor:
+        """:meth:`restore`, with a size the network cannot run turned into one line naming the size and multiple."""
+        try:
+            return self.restore(net, lq)
+        except (RuntimeError, AssertionError) as error:  # shape errors, and the toolbox's size asserts
+            if 'out of memory' in str(error).lower():
+                raise
+            bare = self.get_bare_model(net)
+            val_opt = self.opt.get('val') or {}
+            multiple = size_multiple(bare, self.opt.get('network_g'), val_opt.get('pad_multiple'))
+            h, w = lq.shape[-2:]
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ImageSizeError(
+                f'{type(bare).__name__} cannot restore a {h}x{w} image padded to a multiple of {multiple} '
+                f'({h + -h % multiple}x{w + -w % multiple}): {reason}; set val.pad_multiple to the multiple the '
+                f'network needs (or give the class a size_multiple attribute)') from error
+
     def test(self):
         net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
         was_training = net.training
         net.eval()
         with torch.no_grad(), self.autocast(amp_dtype(self.opt.get('val') or {})):
-            self.output = self.restore(net, self.lq).float()
+            self.output = self._restore_checked(net, self.lq).float()
         net.train(was_training)
 
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
