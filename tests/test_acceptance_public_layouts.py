@@ -13,6 +13,7 @@ The layouts are written here from the public downloads' descriptions, not from t
 """
 import csv
 import json
+import math
 import os
 import os.path as osp
 from concurrent.futures import ThreadPoolExecutor
@@ -333,7 +334,11 @@ def _check_comparison(root, out: str, labels: list[str]) -> None:
         assert len(tested_metrics) == len(MIXED_TEST_SETS) + 3
         for dataset, values in tested_metrics.items():
             for metric, value in values.items():
-                assert float(rows[label][f'{dataset}_{metric}']) == value, (model, dataset, metric)
+                got = float(rows[label][f'{dataset}_{metric}'])
+                if metric.endswith('_paper'):  # float output: equal up to the rounding of another thread count
+                    assert math.isclose(got, value, rel_tol=1e-6), (model, dataset, metric)
+                else:
+                    assert got == value, (model, dataset, metric)
     table = (root / out / 'comparison.md').read_text()
     assert ('| model | Rain100L | Rain100H | Test100 | Test1200 | Test2800 | GT-Rain | GTAV-balance | GTAV-NightRain '
             '| average |') in table

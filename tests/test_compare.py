@@ -116,7 +116,10 @@ def test_compare_table_equals_separate_basicsr_test_runs(trained, monkeypatch):
         assert list(per_set) == list(TEST_SETS)
         for name, values in per_set.items():
             for metric, value in values.items():
-                assert float(rows[model][f'{name}_{metric}']) == value, (model, name, metric)
+                if metric.endswith('_paper'):  # on the float output: the in-process run rounds differently
+                    assert math.isclose(float(rows[model][f'{name}_{metric}']), value, rel_tol=1e-6), (model, metric)
+                else:  # on the uint8 output: equal
+                    assert float(rows[model][f'{name}_{metric}']) == value, (model, name, metric)
         for metric in ('psnr', 'ssim'):
             mean = sum(v[metric] for v in per_set.values()) / len(per_set)
             assert math.isclose(float(rows[model][f'average_{metric}']), mean, rel_tol=1e-12)
