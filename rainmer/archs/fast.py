@@ -18,7 +18,6 @@ from torch import Tensor, nn
 from rainmer.archs.modules.fastpath import convert_modules, has_fast_blocks
 from rainmer.errors import OptionError
 
-FAST_CHOICES = ('auto', True, False)
 _WORDS = {'auto': 'auto', 'true': True, 'on': True, 'yes': True, 'false': False, 'off': False, 'no': False}
 
 
