@@ -15,7 +15,7 @@ default ``auto``. docs/architecture.md lists every fast block and the equality t
 import torch
 from torch import Tensor, nn
 
-from rainmer.archs.modules.fastpath import convert_modules, has_fast_blocks
+from rainmer.archs.modules.fastpath import convert_modules, first_block_is_fast, has_fast_blocks
 from rainmer.errors import OptionError
 
 _WORDS = {'auto': 'auto', 'true': True, 'on': True, 'yes': True, 'false': False, 'off': False, 'no': False}
@@ -49,7 +49,7 @@ def _auto_switch(module: nn.Module, args: tuple, kwargs: dict) -> None:
     if x is None:
         return
     want = fast_pays_off(x)
-    if want != has_fast_blocks(module):
+    if want != first_block_is_fast(module):  # O(1) per forward: set_fast converts every block together
         convert_modules(module, want)
 
 

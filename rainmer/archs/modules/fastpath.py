@@ -45,6 +45,17 @@ def has_fast_blocks(net: nn.Module) -> bool:
     return any(type(module) in _PLAIN_OF for module in net.modules())
 
 
+def first_block_is_fast(net: nn.Module) -> bool | None:
+    """The state of the first convertible block of ``net`` (None without one): after a whole-network conversion every
+    block shares it, and the first is found after a few modules (the patch embedding), not a walk of the network."""
+    for module in net.modules():
+        if type(module) in _PLAIN_OF:
+            return True
+        if type(module) in _FAST_OF:
+            return False
+    return None
+
+
 def convertible(net: nn.Module) -> bool:
     """True when ``net`` holds a block with a registered fast variant (plain or converted)."""
     return any(type(module) in _FAST_OF or type(module) in _PLAIN_OF for module in net.modules())
