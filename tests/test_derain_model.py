@@ -149,3 +149,42 @@ def test_a_size_the_network_cannot_run_is_one_line_naming_size_and_multiple(tmp_
     del model.opt['val']['pad_multiple']  # the toolbox rule (4) runs it
     model.test()
     assert model.output.shape == (1, 3, 9, 13)
+
+
+def _drsformer_test_options(tmp_path, weights: str, dim: int) -> dict:
+    val_root = make_rain13k(str(tmp_path / 'Datasets/test/Rain100L'), n=1, h=41, w=37)
+    network_g = dict(type='DRSformer', dim=dim, num_blocks=[1, 1, 1, 1], heads=[1, 1, 1, 1])
+    return dict(name='load_test', model_type='DerainModel', scale=1, num_gpu=0, manual_seed=0,
+                datasets=dict(test_1=dict(name='Rain100L', type='PairedRainTestDataset', layout='rain13k',
+                                          root=val_root, io_backend=dict(type='disk'))),
+                network_g=network_g, path=dict(pretrain_network_g=weights, strict_load_g=True),
+                val=dict(save_img=False, metrics=dict(psnr=dict(type='calculate_psnr', crop_border=0))))
+
+
+def test_a_checkpoint_of_other_widths_is_one_line_with_the_key_summary(tmp_path):
+    from basicsr.archs import build_network as build
+
+    weights = str(tmp_path / 'dim8.pth')
+    torch.save({'params': build(dict(type='DRSformer', dim=8, num_blocks=[1, 1, 1, 1],
+                                     heads=[1, 1, 1, 1])).state_dict()}, weights)
+    opt = _drsformer_test_options(tmp_path, weights, dim=16)
+    result = run_command(['basicsr', 'test', '-opt', write_yaml(str(tmp_path / 'test.yml'), opt)], cwd=str(tmp_path))
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith('error:')]  # the rest is the log
+    assert len(errors) == 1 and 'Traceback' not in result.stderr, result.stderr[-2000:]
+    assert 'dim8.pth does not fit network_g (DRSformer): 0 missing, 0 unexpected and' in errors[0]
+    assert result.stderr.strip().splitlines()[-1] == errors[0]
+
+
+def test_a_truncated_checkpoint_is_one_line_naming_the_file(tmp_path):
+    from basicsr.archs import build_network as build
+
+    weights = tmp_path / 'cut.pth'
+    torch.save({'params': build(dict(type='DRSformer', dim=8, num_blocks=[1, 1, 1, 1],
+                                     heads=[1, 1, 1, 1])).state_dict()}, weights)
+    weights.write_bytes(weights.read_bytes()[:2000])
+    opt = _drsformer_test_options(tmp_path, str(weights), dim=8)
+    opt.update(is_train=False, dist=False, rank=0, world_size=1)
+    from rainmer.compat.checkpoint import CheckpointError
+    with pytest.raises(CheckpointError, match=r'cut\.pth: cannot be read as a PyTorch file'):
+        build_model(opt)

@@ -1,8 +1,11 @@
-"""Checkpoint I/O: atomic writes, and resume states that load on CPU under ``weights_only=True``."""
+"""Checkpoint I/O: atomic writes, resume states that load on CPU under ``weights_only=True``, and network files
+that do not load reported in one line."""
 import collections
 import os
 import os.path as osp
+import pickle
 import time
+import zipfile
 
 import torch
 from basicsr.models.base_model import BaseModel
@@ -10,6 +13,7 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.misc import check_resume
 
+from rainmer.errors import UserError
 from rainmer.utils.rng import capture_rng_states
 
 STATE_SUFFIX = '.state'
@@ -140,9 +144,51 @@ def load_resume_state(opt: dict) -> dict | None:
     return None
 
 
+class CheckpointError(UserError):
+    """A network file that cannot be read, or whose tensors do not fit the configured network."""
+
+
+_toolbox_load_network = BaseModel.load_network
+_LOAD_ERRORS = (RuntimeError, EOFError, KeyError, pickle.UnpicklingError, zipfile.BadZipFile)
+
+
+def load_network(self: BaseModel, net, load_path: str, strict: bool = True, param_key='params') -> None:
+    """The toolbox's ``load_network`` (wrapped): a missing, unreadable or mismatched file is one line that names it
+    (instead of a traceback listing hundreds of keys)."""
+    if not osp.isfile(load_path):
+        raise CheckpointError(f'{load_path}: no network file there (path.pretrain_network_g)')
+    try:
+        _toolbox_load_network(self, net, load_path, strict, param_key)
+    except _LOAD_ERRORS as error:
+        raise CheckpointError(describe_load_failure(self.get_bare_model(net), load_path, param_key, error)) from error
+
+
+def describe_load_failure(net: torch.nn.Module, load_path: str, param_key: str | None, error: BaseException) -> str:
+    """One line: why ``load_path`` does not load into ``net`` (unreadable, no such entry, or which keys differ)."""
+    try:
+        saved = torch.load(load_path, map_location='cpu', weights_only=True)
+    except Exception as read_error:  # noqa: BLE001 (any failure to read means the same thing to the user)
+        reason = str(read_error).strip().splitlines()[0] if str(read_error).strip() else type(read_error).__name__
+        return f'{load_path}: cannot be read as a PyTorch file (truncated or another format?): {reason}'
+    if param_key is not None and isinstance(saved, dict) and param_key not in saved and 'params' not in saved:
+        return (f'{load_path}: has no {param_key!r} entry (it has {sorted(saved)[:6]}); set path.param_key_g to the '
+                f'one holding the network')
+    state = saved.get(param_key) or saved.get('params') if isinstance(saved, dict) and param_key else saved
+    state = {key[7:] if key.startswith('module.') else key: value for key, value in state.items()}
+    own = net.state_dict()
+    missing = [key for key in own if key not in state]
+    unexpected = [key for key in state if key not in own]
+    reshaped = [key for key in own if key in state and tuple(state[key].shape) != tuple(own[key].shape)]
+    example = (reshaped or missing or unexpected or ['-'])[0]
+    return (f'{load_path} does not fit network_g ({type(net).__name__}): {len(missing)} missing, '
+            f'{len(unexpected)} unexpected and {len(reshaped)} differently shaped tensors (e.g. {example}); '
+            f'was it trained with other network_g options (type, dim, num_blocks, ...)?')
+
+
 def patch_checkpoint_io() -> None:
-    """Install atomic saving and CPU-capable resume in the toolbox."""
+    """Install atomic saving, CPU-capable resume and one-line load errors in the toolbox."""
     torch.serialization.add_safe_globals([collections.Counter])
+    BaseModel.load_network = load_network
     BaseModel.save_network = save_network
     BaseModel.save_training_state = save_training_state
     import basicsr.train as toolbox_train
