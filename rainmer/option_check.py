@@ -52,6 +52,12 @@ def check_options(opt: dict, path: str | None = None) -> None:
     from basicsr.utils.registry import MODEL_REGISTRY
 
     prefix = f'{path}: ' if path else ''
+    for section, keys in NUMERIC_KEYS.items():
+        for key in keys:
+            if isinstance(opt.get(section), Mapping) and key in opt[section]:
+                error = _number_error(opt[section][key], f'{section}.{key}', prefix)
+                if error is not None:
+                    raise error
     for key in ('network_g', 'network_d'):
         if isinstance(opt.get(key), Mapping):
             _check_network(opt[key], key, prefix)
@@ -105,6 +111,39 @@ def _named(func: Callable) -> frozenset[str]:
                      and p.name not in _NOT_OPTIONS)
 
 
+# numbers the toolbox and the models read from these sections (the blocks that build a class are checked against the
+# defaults of its parameters instead)
+NUMERIC_KEYS = {
+    'train': ('total_iter', 'warmup_iter', 'ema_decay', 'accumulate_grad_step', 'grad_clip_norm',
+              'max_nonfinite_steps', 'n_neg', 'archive_size'),
+    'val': ('val_freq', 'pad_multiple'),
+    'logger': ('print_freq', 'save_checkpoint_freq'),
+}
+
+
+def _number_error(value: object, where: str, prefix: str) -> OptionError | None:
+    """An OptionError when ``value`` (read from the YAML at ``where``) is text where a number belongs."""
+    if not isinstance(value, str):
+        return None
+    try:
+        float(value)
+    except ValueError:
+        return OptionError(f"{prefix}{where}: {value!r} is not a number")
+    return OptionError(f"{prefix}{where}: {value!r} is read as text (YAML needs a dot in a float: write "
+                       f"{value.replace('e', '.0e', 1) if 'e' in value and '.' not in value else value} "
+                       f"or !!float {value})")
+
+
+def _check_numbers(options: Mapping, func: Callable, where: str, prefix: str) -> None:
+    """Values of ``func``'s parameters whose default is a number must be numbers, not text."""
+    for name, param in inspect.signature(func).parameters.items():
+        default = param.default
+        if name in options and isinstance(default, (int, float)) and not isinstance(default, bool):
+            error = _number_error(options[name], f'{where}.{name}', prefix)
+            if error is not None:
+                raise error
+
+
 def _reject_unknown(options: Mapping, valid: Iterable[str], where: str, owner: str, prefix: str) -> None:
     valid = sorted(set(valid))
     for key in options:
@@ -124,6 +163,7 @@ def _check_network(network_opt: Mapping, where: str, prefix: str) -> None:
     keys = parameter_names(arch.__init__)
     if keys is not None:
         _reject_unknown(network_opt, keys | {'type'}, where, network_opt['type'], prefix)
+    _check_numbers(network_opt, arch.__init__, where, prefix)
 
 
 def _check_section(section_opt: Mapping, section: str, model_class: type, prefix: str) -> None:
@@ -149,6 +189,7 @@ def _check_section(section_opt: Mapping, section: str, model_class: type, prefix
         keys = parameter_names(built.__init__)
         if keys is not None:
             _reject_unknown(block, keys | {'type'}, f'train.{key}', built.__name__, prefix)
+        _check_numbers(block, built.__init__, f'train.{key}', prefix)
 
 
 def _check_metrics(metrics: Mapping, prefix: str) -> None:

@@ -61,6 +61,25 @@ def test_an_unknown_option_fails_with_its_path_and_the_closest_name(path, sugges
     assert str(info.value) == f"x.yml: {path}: unknown option; did you mean '{suggestion}'?"
 
 
+# (option, text where a number belongs, the message's tail)
+NOT_NUMBERS = [
+    ('train.optim_g.lr', '3e-4', "'3e-4' is read as text (YAML needs a dot in a float: write 3.0e-4 or !!float 3e-4)"),
+    ('train.optim_g.lr', 'abc', "'abc' is not a number"),
+    ('train.total_iter', 'abc', "'abc' is not a number"),                # the train pipeline
+    ('train.pixel_opt.loss_weight', 'one', "'one' is not a number"),    # L1Loss.__init__
+    ('network_g.num_feat', '8x', "'8x' is not a number"),                # RRDBNet.__init__
+    ('logger.print_freq', 'often', "'often' is not a number"),
+]
+
+
+@pytest.mark.parametrize('path,value,tail', NOT_NUMBERS, ids=[f'{n[0]}={n[1]}' for n in NOT_NUMBERS])
+def test_text_where_a_number_belongs_fails_with_its_path(path, value, tail):
+    opt = _with(_options(), path, value)
+    with pytest.raises(OptionError) as info:
+        check_options(opt, 'x.yml')
+    assert str(info.value) == f'x.yml: {path}: {tail}'
+
+
 def test_without_a_close_name_the_valid_names_are_listed():
     with pytest.raises(OptionError, match=r'^train\.zzz: unknown option; SRModel accepts: ema_decay, optim_g, '):
         check_options(_with(_options(), 'train.zzz'))
