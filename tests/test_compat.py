@@ -219,3 +219,19 @@ def test_wrapped_get_optimizer_builds_adam_through_the_toolbox(monkeypatch):
     assert type(get_optimizer(None, 'Adam', params, 1e-3)) is torch.optim.Adam
     assert type(get_optimizer(None, 'SGD', params, 1e-3, momentum=0.9)) is torch.optim.SGD  # the toolbox refuses
     assert calls == ['Adam', 'SGD']
+
+
+def test_launcher_pytorch_without_torchrun_is_one_line_saying_what_to_run(tmp_path, monkeypatch):
+    from toolbox_fixtures import run_command, swinir_train_options, write_noisy_pairs, write_yaml
+
+    for name in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'):
+        monkeypatch.delenv(name, raising=False)
+
+    lq, gt = write_noisy_pairs(str(tmp_path / 'data'))
+    path = write_yaml(str(tmp_path / 'train.yml'), swinir_train_options('launcher', lq, gt))
+    result = run_command(['basicsr', 'train', '-opt', path, '--launcher', 'pytorch'], cwd=str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        'error: --launcher pytorch: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT not set; start the run with torchrun, '
+        'e.g. `torchrun --nproc_per_node=2 -m rainmer.train -opt X.yml --launcher pytorch`, or drop --launcher for '
+        'one process']

@@ -7,6 +7,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from rainmer.errors import UserError
+
+
+class LauncherError(UserError):
+    """A distributed launcher asked for without the environment its launcher sets."""
+
 
 def default_backend() -> str:
     """``nccl`` when CUDA devices are visible, ``gloo`` otherwise."""
@@ -32,6 +38,11 @@ def init_dist(launcher: str, backend: str | None = None, port: int | None = None
         mp.set_start_method('spawn')
     backend = resolve_backend(backend)
     if launcher == 'pytorch':
+        missing = [name for name in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT') if name not in os.environ]
+        if missing:
+            raise LauncherError(f"--launcher pytorch: {', '.join(missing)} not set; start the run with torchrun, e.g. "
+                                f"`torchrun --nproc_per_node=2 -m rainmer.train -opt X.yml --launcher pytorch`, "
+                                f"or drop --launcher for one process")
         _init_dist_pytorch(backend, **kwargs)
     elif launcher == 'slurm':
         _init_dist_slurm(backend, port=port)
