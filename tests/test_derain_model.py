@@ -188,3 +188,25 @@ def test_a_truncated_checkpoint_is_one_line_naming_the_file(tmp_path):
     from rainmer.compat.checkpoint import CheckpointError
     with pytest.raises(CheckpointError, match=r'cut\.pth: cannot be read as a PyTorch file'):
         build_model(opt)
+
+
+def test_metrics_on_a_set_without_ground_truth_is_one_line(tmp_path):
+    """basicsr test on rainy photographs only (SingleImageDataset) with val.metrics left in."""
+    folder = make_rain13k(str(tmp_path / 'photos'), n=2, h=41, w=37)
+    weights = str(tmp_path / 'net.pth')
+    network_g = dict(type='DRSformer', dim=8, num_blocks=[1, 1, 1, 1], heads=[1, 1, 1, 1])
+    torch.save({'params': build_network(dict(network_g)).state_dict()}, weights)
+    opt = dict(name='no_gt', model_type='DerainModel', scale=1, num_gpu=0, manual_seed=0,
+               datasets=dict(test_1=dict(name='photos', type='SingleImageDataset',
+                                         dataroot_lq=osp.join(folder, 'input'), io_backend=dict(type='disk'))),
+               network_g=network_g, path=dict(pretrain_network_g=weights, strict_load_g=True),
+               val=dict(save_img=True, metrics=dict(psnr=dict(type='calculate_psnr', crop_border=0))))
+    result = run_command(['basicsr', 'test', '-opt', write_yaml(str(tmp_path / 'test.yml'), opt)], cwd=str(tmp_path))
+    assert result.returncode == 2 and 'Traceback' not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        'error: val.metrics: photos has no ground-truth images to compare with; remove val.metrics to restore only, '
+        'or give the dataset its ground truth')
+    del opt['val']['metrics']  # restoring only works
+    result = run_command(['basicsr', 'test', '-opt', write_yaml(str(tmp_path / 'test.yml'), opt)], cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(list((tmp_path / 'results' / 'no_gt' / 'visualization' / 'photos').glob('*.png'))) == 2

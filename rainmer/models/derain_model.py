@@ -361,6 +361,9 @@ class DerainModel(SRModel):
         if not metrics_opt:
             return
         total = sum(counts.values())
+        if total == 0:
+            raise OptionError(f'val.metrics: {dataset_name} has no ground-truth images to compare with; remove '
+                              f'val.metrics to restore only, or give the dataset its ground truth')
         self.metric_results = {name: value / max(total, 1) for name, value in sums.items()}
         for name, value in self.metric_results.items():
             self._update_best_metric_result(dataset_name, name, value, current_iter)
