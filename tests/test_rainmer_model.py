@@ -156,3 +156,14 @@ def test_torchrun_two_cpu_processes(workdir):
     assert state['iter'] == 2 and len(state['optimizers']) == 2
     params = torch.load(exp / 'models' / 'net_g_latest.pth', weights_only=True)['params']
     assert not any(k.startswith('module.') for k in params)
+
+
+def test_a_resize_size_other_than_the_prompt_size_is_refused(workdir):
+    root, roots = workdir
+    opt = tiny_rainmer_options('mismatch', roots)
+    opt['datasets']['train']['resize_size'] = 48  # the network's prompt_size is 32
+    opt.update(is_train=True, dist=False, rank=0, world_size=1)
+    opt['path'].update(models=str(root), training_states=str(root), visualization=str(root))
+    with pytest.raises(ValueError, match=r'^datasets\.train\.resize_size \(48\) differs from network_g\.prompt_size '
+                                         r'\(32\)'):
+        build_model(opt)

@@ -11,7 +11,7 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from rainmer.archs.modules.contrastive import degradation_detail_logits
-from rainmer.errors import UserError
+from rainmer.errors import OptionError, UserError
 from rainmer.models.derain_model import DerainModel
 from rainmer.models.multiview import NegativeArchive, build_multiview_batch
 
@@ -39,10 +39,19 @@ class RainmerModel(DerainModel):
         train_opt = self.opt['train']
         self.n_neg = int(train_opt.get('n_neg', 4))
         self.views = tuple(getattr(self.get_bare_model(self.net_g), 'views', ()))
+        self._check_prompt_size()
         self.archive = NegativeArchive(int(train_opt.get('archive_size', 256))) if self.views else None
         self.view_generator = torch.Generator(device=self.device)
         self.view_generator.manual_seed(int(self.opt.get('manual_seed') or 0) + int(self.opt.get('rank', 0)))
         super().init_training_settings()
+
+    def _check_prompt_size(self) -> None:
+        """The dataset's whole-image resize must be the size the query encoder is built for."""
+        resize = ((self.opt.get('datasets') or {}).get('train') or {}).get('resize_size')
+        prompt_size = getattr(self.get_bare_model(self.net_g), 'prompt_size', None)
+        if self.views and resize is not None and prompt_size is not None and int(resize) != int(prompt_size):
+            raise OptionError(f'datasets.train.resize_size ({resize}) differs from network_g.prompt_size '
+                              f'({prompt_size}): the views and the prompts are computed at one size; set both alike')
 
     def build_losses(self) -> None:
         super().build_losses()
