@@ -14,6 +14,7 @@ RAINMER_TOOLS = {
                 'dataset relationships'),
     'compare': ('rainmer.tools.compare', 'every model on every test set: one table (PSNR/SSIM, params, FLOPs, '
                 'latency) and a bar chart'),
+    'derain': ('rainmer.tools.derain', 'derain your own photographs with a trained or converted checkpoint'),
     'demo': ('rainmer.demo', 'Rainmer derains photographs: synthetic rain, training, test, report (make demo)'),
 }
 
