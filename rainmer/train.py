@@ -126,7 +126,8 @@ def train_pipeline(args: argparse.Namespace, root_path: str | None = None) -> in
         make_exp_dirs(opt)
         if opt['logger'].get('use_tb_logger') and 'debug' not in opt['name'] and opt['rank'] == 0:
             mkdir_and_rename(osp.join(root_path, 'tb_logger', opt['name']))
-    copy_options_file(args.opt, opt['path']['experiments_root'], args.force_yml)
+    if opt['rank'] == 0:  # one writer: the other ranks may run before rank 0 has made the folder
+        copy_options_file(args.opt, opt['path']['experiments_root'], args.force_yml)
     logger, tb_logger = _init_loggers(opt, root_path)
 
     train_loader, train_sampler, val_loaders, total_epochs, total_iters = create_train_val_dataloaders(opt, logger)
