@@ -118,11 +118,7 @@ def calculate_psnr_rainmer(img=None, img2=None, crop_border: int = 0, test_y_cha
             the ground truth), passed by ``DerainModel``; any other key (``input_order``...) is ignored.
     """
     _check_y(test_y_channel, 'psnr')
-    out = paper_image(img, kwargs.get('img_float'), crop_border)
-    gt = paper_image(img2, kwargs.get('img2_float'), crop_border)
-    if out.shape != gt.shape:
-        raise ValueError(f'image shapes differ: {out.shape} and {gt.shape}')
-    return psnr_y(rgb_to_y(out), rgb_to_y(gt))
+    return psnr_y(*_y_pair(img, img2, crop_border, kwargs))
 
 
 @METRIC_REGISTRY.register()
@@ -131,8 +127,13 @@ def calculate_ssim_rainmer(img=None, img2=None, crop_border: int = 0, test_y_cha
     11x11 Gaussian window (sigma 1.5), VALID convolution, K1 0.01, K2 0.03. Arguments as
     :func:`calculate_psnr_rainmer`; the pooling factor is taken after ``crop_border``."""
     _check_y(test_y_channel, 'ssim')
+    return ssim_y(*_y_pair(img, img2, crop_border, kwargs))
+
+
+def _y_pair(img, img2, crop_border: int, kwargs: dict):
+    """Y of the output and of the ground truth as the metrics measure them (float images when given)."""
     out = paper_image(img, kwargs.get('img_float'), crop_border)
     gt = paper_image(img2, kwargs.get('img2_float'), crop_border)
     if out.shape != gt.shape:
         raise ValueError(f'image shapes differ: {out.shape} and {gt.shape}')
-    return ssim_y(rgb_to_y(out), rgb_to_y(gt))
+    return rgb_to_y(out), rgb_to_y(gt)
