@@ -175,14 +175,22 @@ def describe_load_failure(net: torch.nn.Module, load_path: str, param_key: str |
                 f'one holding the network')
     state = saved.get(param_key) or saved.get('params') if isinstance(saved, dict) and param_key else saved
     state = {key[7:] if key.startswith('module.') else key: value for key, value in state.items()}
-    own = net.state_dict()
+    return (f'{load_path} does not fit network_g ({type(net).__name__}): '
+            f'{key_mismatch(net.state_dict(), state) or "its tensors do not load"}; '
+            f'was it trained with other network_g options (type, dim, num_blocks, ...)?')
+
+
+def key_mismatch(own: dict, state: dict) -> str:
+    """'' when ``state`` fits ``own`` (a network's state dict) key for key and shape for shape, else a summary:
+    counts of missing, unexpected and differently shaped tensors with one example."""
     missing = [key for key in own if key not in state]
     unexpected = [key for key in state if key not in own]
     reshaped = [key for key in own if key in state and tuple(state[key].shape) != tuple(own[key].shape)]
-    example = (reshaped or missing or unexpected or ['-'])[0]
-    return (f'{load_path} does not fit network_g ({type(net).__name__}): {len(missing)} missing, '
-            f'{len(unexpected)} unexpected and {len(reshaped)} differently shaped tensors (e.g. {example}); '
-            f'was it trained with other network_g options (type, dim, num_blocks, ...)?')
+    if not (missing or unexpected or reshaped):
+        return ''
+    example = (reshaped or missing or unexpected)[0]
+    return (f'{len(missing)} missing, {len(unexpected)} unexpected and {len(reshaped)} differently shaped tensors '
+            f'(e.g. {example})')
 
 
 def patch_checkpoint_io() -> None:

@@ -82,6 +82,22 @@ def pad_and_crop(forward, x: Tensor, multiple: int, scale: int = 1) -> Tensor:
     return forward(x)[..., :h * scale, :w * scale]
 
 
+def restore_image(net: nn.Module, lq: Tensor, multiple: int, scale: int = 1, tile: int = 0,
+                  overlap: int = 32) -> Tensor:
+    """``net``'s output for a whole image of any size: padded to ``multiple`` and cropped back, in overlapping tiles
+    when its longer side exceeds ``tile`` (0: never); a network taking ``lq_resize`` (Rainmer's prompts) gets the
+    whole image resized as its prompt input, not one per tile."""
+    if not tile or max(lq.shape[-2:]) <= tile:
+        return pad_and_crop(net, lq, multiple, scale)
+    if scale != 1:
+        raise OptionError(f'val.tile: tiled restoration needs scale 1 (the model has scale {scale})')
+    kwargs = {}
+    if 'lq_resize' in inspect.signature(net.forward).parameters:
+        size = getattr(net, 'prompt_size', 128)
+        kwargs['lq_resize'] = F.interpolate(lq, size=(size, size), mode='bilinear', align_corners=False)
+    return tiled_forward(lambda patch: pad_and_crop(lambda x: net(x, **kwargs), patch, multiple), lq, tile, overlap)
+
+
 def amp_dtype(opt: dict) -> torch.dtype | None:
     """The autocast dtype of an options section: None unless ``use_amp``; ``amp_dtype`` bf16 (default) or fp16."""
     if not opt.get('use_amp', False):
@@ -287,18 +303,9 @@ class DerainModel(SRModel):
         bare = self.get_bare_model(net)
         val_opt = self.opt.get('val') or {}
         multiple = size_multiple(bare, self.opt.get('network_g'), val_opt.get('pad_multiple'))
-        scale = int(self.opt.get('scale', 1))
-        tile = val_opt.get('tile')
-        if not tile or max(lq.shape[-2:]) <= tile['size']:
-            return pad_and_crop(bare, lq, multiple, scale)
-        if scale != 1:
-            raise OptionError(f'val.tile: tiled restoration needs scale 1 (the model has scale {scale})')
-        kwargs = {}
-        if 'lq_resize' in inspect.signature(bare.forward).parameters:  # one prompt for the whole image
-            size = getattr(bare, 'prompt_size', 128)
-            kwargs['lq_resize'] = F.interpolate(lq, size=(size, size), mode='bilinear', align_corners=False)
-        return tiled_forward(lambda patch: pad_and_crop(lambda x: bare(x, **kwargs), patch, multiple), lq,
-                             tile['size'], tile.get('overlap', 32))
+        tile = val_opt.get('tile') or {}
+        return restore_image(bare, lq, multiple, int(self.opt.get('scale', 1)), tile.get('size', 0),
+                             tile.get('overlap', 32))
 
     def _restore_checked(self, net: nn.Module, lq: Tensor) -> Tensor:
         """:meth:`restore`, with a size the network cannot run turned into one line naming the size and multiple."""

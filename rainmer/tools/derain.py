@@ -19,7 +19,6 @@
 import argparse
 import csv
 import glob
-import inspect
 import os
 import os.path as osp
 import sys
@@ -31,7 +30,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 import yaml
 
 from rainmer.plugins import load_plugins
@@ -42,9 +40,9 @@ from basicsr.archs import build_network  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from rainmer.archs.fast import set_fast  # noqa: E402
+from rainmer.compat.checkpoint import key_mismatch  # noqa: E402
 from rainmer.errors import OptionError, UserError  # noqa: E402
-from rainmer.models.derain_model import AMP_DTYPES, pad_and_crop, size_multiple  # noqa: E402
-from rainmer.models.tiling import tiled_forward  # noqa: E402
+from rainmer.models.derain_model import AMP_DTYPES, restore_image, size_multiple  # noqa: E402
 from rainmer.tools.compare import _newest_network, _param_key, resolve_model  # noqa: E402
 from rainmer.tools.convert_checkpoint import convert_reference_state_dict, public_prompt_fusion  # noqa: E402
 
@@ -263,18 +261,11 @@ def build_restorer(network_opt: dict, checkpoint: str, ema: bool, preferred: str
         net = build_network(dict(network_opt))
     except TypeError as error:
         raise OptionError(f'network_g ({network_opt.get("type")}): {error}') from error
-    expected = net.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise DerainError(
-            f'{checkpoint} does not fit network_g ({network_opt["type"]}): {len(missing)} missing keys {missing[:3]}, '
-            f'{len(unexpected)} unexpected keys {unexpected[:3]}; check the options (--opt/--arch-opt) or the file')
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as error:  # shape mismatches
-        reason = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), str(error))
-        raise DerainError(f'{checkpoint} does not fit network_g ({network_opt["type"]}): {reason}') from error
+    mismatch = key_mismatch(net.state_dict(), state)
+    if mismatch:
+        raise DerainError(f'{checkpoint} does not fit network_g ({network_opt["type"]}): {mismatch}; check the options '
+                          '(--opt/--arch-opt) or the file')
+    net.load_state_dict(state, strict=True)
     return net.eval(), network_opt
 
 
@@ -282,14 +273,7 @@ def restore(net: torch.nn.Module, network_opt: dict, lq: torch.Tensor, tile: int
             pad_multiple: int | None = None) -> torch.Tensor:
     """The network's output for a whole image: as ``DerainModel.restore`` (padded to the size multiple, in tiles
     when the image's longer side exceeds ``tile`` (0: never), the prompt image from the whole image)."""
-    multiple = size_multiple(net, network_opt, pad_multiple)
-    if not tile or max(lq.shape[-2:]) <= tile:
-        return pad_and_crop(net, lq, multiple)
-    kwargs = {}
-    if 'lq_resize' in inspect.signature(net.forward).parameters:  # one prompt for the whole image
-        size = getattr(net, 'prompt_size', 128)
-        kwargs['lq_resize'] = F.interpolate(lq, size=(size, size), mode='bilinear', align_corners=False)
-    return tiled_forward(lambda patch: pad_and_crop(lambda x: net(x, **kwargs), patch, multiple), lq, tile, overlap)
+    return restore_image(net, lq, size_multiple(net, network_opt, pad_multiple), 1, tile, overlap)
 
 
 def pick_device(name: str) -> torch.device:
