@@ -186,7 +186,7 @@ def test_small_images_pad_or_reject(tmp_path):
     ('unreadable', r'000\.png: cannot be decoded'),
     ('mismatch', r'size mismatch: .*input/000\.png is 48x40 .*target/000\.png is 40x32'),
     ('gray', r'000\.png: grayscale'),
-    ('16bit', r'000\.png: uint16 image \(16-bit\)'),
+    ('16bit', r'000\.png: 16-bit image'),
 ])
 def test_bad_pairs_reported_by_dataset_and_prepare(tmp_path, kind, message):
     root = make_rain13k(str(tmp_path / kind), n=2)
@@ -200,7 +200,12 @@ def test_bad_pairs_reported_by_dataset_and_prepare(tmp_path, kind, message):
         write(bad_in, np.zeros((H, W), np.uint8))
     else:
         write(bad_gt, np.zeros((H, W, 3), np.uint16))
-    ds = build_dataset(_mixed_opt([dict(name='bad', type='rain13k', root=root)]))
+    source = [dict(name='bad', type='rain13k', root=root)]
+    with pytest.raises(DataError, match=message + r'.*; 1 bad pair in bad: .* set datasets\.train\.skip_bad: true'):
+        build_dataset(_mixed_opt(source))  # checked when built, before any training
+    kept = build_dataset(_mixed_opt(source, skip_bad=True))
+    assert len(kept) == 1 and kept.sources[0].keys == ['001']
+    ds = build_dataset(_mixed_opt(source, check_data='off'))  # unchecked: the read itself still names the file
     with pytest.raises(DataError, match=message):
         ds[0]
     assert ds[1]['lq'].shape == (3, 32, 32)

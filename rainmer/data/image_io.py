@@ -16,14 +16,19 @@ def decode_bgr_uint8(content: bytes | None, name: str) -> np.ndarray:
     img = cv2.imdecode(np.frombuffer(content, np.uint8), cv2.IMREAD_UNCHANGED) if len(content) else None
     if img is None:
         raise DataError(f'{name}: cannot be decoded as an image (unreadable or truncated file)')
-    if img.dtype != np.uint8:
-        raise DataError(f'{name}: {img.dtype} image ({_depth(img)}); only 8-bit images are supported, '
-                        'convert it to 8 bits per channel')
-    if img.ndim == 2 or img.shape[2] == 1:
-        raise DataError(f'{name}: grayscale image; rain pairs must be 3-channel colour images')
-    if img.shape[2] != 3:
-        raise DataError(f'{name}: {img.shape[2]} channels (alpha channel?); expected 3-channel colour')
+    check_colour_8bit(name, 1 if img.ndim == 2 else img.shape[2], img.dtype.itemsize * 8)
     return img
+
+
+def check_colour_8bit(name: str, channels: int, bit_depth: int) -> None:
+    """Raise :class:`DataError` naming ``name`` unless the image is 8-bit with 3 colour channels."""
+    if bit_depth != 8:
+        raise DataError(f'{name}: {bit_depth}-bit image; only 8-bit images are supported, '
+                        'convert it to 8 bits per channel')
+    if channels == 1:
+        raise DataError(f'{name}: grayscale image; rain pairs must be 3-channel colour images')
+    if channels != 3:
+        raise DataError(f'{name}: {channels} channels (alpha channel?); expected 3-channel colour')
 
 
 def read_bgr_uint8(path: str) -> np.ndarray:
@@ -51,7 +56,3 @@ def encode_png(img: np.ndarray, compress_level: int = 1) -> bytes:
     if not ok:
         raise DataError('cannot encode an image as PNG')
     return buf.tobytes()
-
-
-def _depth(img: np.ndarray) -> str:
-    return f'{img.dtype.itemsize * 8}-bit'
