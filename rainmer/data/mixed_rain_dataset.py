@@ -3,6 +3,7 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
 from rainmer.data.errors import DataError
+from rainmer.data.pair_check import check_sources
 from rainmer.data.pair_items import train_item, whole_item
 from rainmer.data.pair_source import PairSource
 from rainmer.data.pair_transforms import check_flip_mode
@@ -46,7 +47,8 @@ class MixedRainDataset(data.Dataset):
     Options: ``sources`` (list of ``name``, ``type`` (layout or ``lmdb``), ``root`` or
     ``dataroot_lq``/``dataroot_gt``, ``split``, ``list_file``, ``io_backend``, ``weight``), ``gt_size``
     (128), ``resize_size`` (128), ``use_hflip``, ``use_rot``, ``flip_mode`` (``basicsr`` | ``public``),
-    ``small_images`` (``pad`` | ``reject``), ``num_samples`` (epoch length with weights), ``phase``.
+    ``small_images`` (``pad`` | ``reject``), ``num_samples`` (epoch length with weights), ``phase``,
+    ``check_data`` (``header`` | ``full`` | ``off``) and ``skip_bad`` (see :mod:`rainmer.data.pair_check`).
 
     Train items: ``lq``, ``gt`` (crop), ``lq_resize``, ``gt_resize`` (whole image resized), ``source`` (index in
     ``sources``), ``lq_path``, ``gt_path``. Other phases give whole images. Flips: ``flip_mode: basicsr``
@@ -60,13 +62,14 @@ class MixedRainDataset(data.Dataset):
     # given inline (no ``sources``), pair_source.PairSource.
     OPTION_KEYS = frozenset({
         'sources', 'num_samples', 'gt_size', 'resize_size', 'use_hflip', 'use_rot', 'flip_mode', 'small_images',
-        'layout', 'root', 'dataroot_lq', 'dataroot_gt', 'split', 'list_file', 'io_backend'})
+        'layout', 'root', 'dataroot_lq', 'dataroot_gt', 'split', 'list_file', 'io_backend', 'check_data', 'skip_bad'})
 
     def __init__(self, opt: dict):
         super().__init__()
         self.opt = opt
         check_flip_mode(opt)
         self.sources = parse_sources(opt, self.default_layout)
+        check_sources(self.sources, opt, where=f'datasets.{opt.get("phase", "train")}')
         self.index_map = SourceIndexMap([len(s) for s in self.sources], parse_weights(opt), opt.get('num_samples'))
 
     def __len__(self) -> int:

@@ -1,5 +1,8 @@
 """One named source of (rainy, clean) pairs: a layout on disk or a prepared LMDB pair, read via FileClient."""
 
+import os
+import os.path as osp
+
 import numpy as np
 from basicsr.utils import FileClient
 
@@ -73,7 +76,8 @@ class PairSource:
                 self._client = FileClient('disk', **self._backend_kwargs)
         return self._client
 
-    def _get(self, path: str, client_key: str) -> bytes | None:
+    def read_bytes(self, path: str, client_key: str) -> bytes | None:
+        """The stored bytes of ``path`` (a file, or an LMDB key) for ``client_key`` 'lq' or 'gt'; None if absent."""
         try:
             return self._file_client().get(path, client_key)
         except FileNotFoundError:
@@ -91,12 +95,41 @@ class PairSource:
         """BGR uint8 rainy and clean images of pair ``index`` (checked), and their paths / LMDB keys."""
         lq_path, gt_path = self.pairs[index]
         lq_name, gt_name = self.describe(lq_path, 'lq'), self.describe(gt_path, 'gt')
-        lq = decode_bgr_uint8(self._get(lq_path, 'lq'), lq_name)
-        gt = decode_bgr_uint8(self._get(gt_path, 'gt'), gt_name)
+        lq = decode_bgr_uint8(self.read_bytes(lq_path, 'lq'), lq_name)
+        gt = decode_bgr_uint8(self.read_bytes(gt_path, 'gt'), gt_name)
         check_same_size(lq, gt, lq_name, gt_name)
         return lq, gt, lq_path, gt_path
+
+    def keep(self, indices: list[int]) -> None:
+        """Keep only the pairs at ``indices`` (in that order)."""
+        self.pairs = [self.pairs[i] for i in indices]
+        self.keys = [self.keys[i] for i in indices]
+
+    def close(self) -> None:
+        """Drop the file client (LMDB environments are opened again by the process that reads next)."""
+        self._client = None
+
+    def fingerprint_items(self):
+        """What identifies these pairs' contents: each file's path, size and mtime (LMDB: its files and keys)."""
+        if self.backend_type == 'lmdb':
+            for folder in (self.lq_lmdb, self.gt_lmdb):
+                for name in ('data.mdb', 'meta_info.txt'):
+                    yield _stat_item(osp.join(folder, name))
+            yield from self.pairs
+            return
+        for lq, gt in self.pairs:
+            yield _stat_item(lq)
+            yield _stat_item(gt)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state['_client'] = None  # never send an open LMDB environment to a worker
         return state
+
+
+def _stat_item(path: str) -> tuple:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return (path, None)
+    return (path, stat.st_size, stat.st_mtime_ns)
