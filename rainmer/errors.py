@@ -2,8 +2,10 @@
 
 Every such error subclasses :class:`UserError`; its message is one line that names the file or option and says
 what to do. Commands run their work through :func:`run_guarded`, which prints ``error: <message>`` on stderr
-(no traceback) and returns exit status 2.
+(no traceback) and returns exit status 2. With ``RAINMER_TRACEBACK=1`` in the environment the error propagates
+with its traceback instead (for bug reports).
 """
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +31,8 @@ def run_guarded(pipeline: Callable[[Any], Any], args: Any, returns_code: bool = 
     try:
         result = pipeline(args)
     except USER_ERRORS as error:
+        if os.environ.get('RAINMER_TRACEBACK', '') not in ('', '0'):
+            raise
         print_user_error(error)
         return 2
     return int(result) if returns_code else 0

@@ -34,7 +34,7 @@ from basicsr.utils import (  # noqa: E402
 )
 from basicsr.utils.options import dict2str  # noqa: E402
 
-from rainmer.compat.checkpoint import load_resume_state  # noqa: E402
+from rainmer.compat.checkpoint import load_resume_state, remove_stale_partials  # noqa: E402
 from rainmer.data_loading import create_train_val_dataloaders  # noqa: E402
 from rainmer.options import add_toolbox_flags, copy_options_file, parse_options  # noqa: E402
 from rainmer.utils.allocator import tune_malloc  # noqa: E402
@@ -121,7 +121,12 @@ def train_pipeline(args: argparse.Namespace, root_path: str | None = None) -> in
     opt['root_path'] = root_path
     torch.backends.cudnn.benchmark = True
 
-    resume_state = load_resume_state(opt)
+    notes = []  # logged once the log file exists (the toolbox's logger takes its file only when first created)
+    if opt['rank'] == 0:
+        removed = remove_stale_partials([opt['path']['models'], opt['path']['training_states']])
+        if removed:
+            notes.append(f'Removed {len(removed)} unfinished checkpoint writes of stopped runs: {", ".join(removed)}')
+    resume_state = load_resume_state(opt, notes)
     if resume_state is None:
         make_exp_dirs(opt)
         if opt['logger'].get('use_tb_logger') and 'debug' not in opt['name'] and opt['rank'] == 0:
@@ -129,6 +134,8 @@ def train_pipeline(args: argparse.Namespace, root_path: str | None = None) -> in
     if opt['rank'] == 0:  # one writer: the other ranks may run before rank 0 has made the folder
         copy_options_file(args.opt, opt['path']['experiments_root'], args.force_yml)
     logger, tb_logger = _init_loggers(opt, root_path)
+    for note in notes:
+        logger.warning(note)
 
     train_loader, train_sampler, val_loaders, total_epochs, total_iters = create_train_val_dataloaders(opt, logger)
     model = build_model(opt)

@@ -58,6 +58,17 @@ def test_run_guarded_prints_one_line_and_returns_2(error, capsys):
     assert lines[0] == 'error: ' + ' '.join(part.strip() for part in str(error).splitlines())
 
 
+def test_rainmer_traceback_lets_a_user_error_propagate_for_bug_reports(monkeypatch):
+    def pipeline(args):
+        raise DataError('a.png: not an image')
+
+    monkeypatch.setenv('RAINMER_TRACEBACK', '1')
+    with pytest.raises(DataError, match='a.png'):
+        run_guarded(pipeline, None)
+    monkeypatch.setenv('RAINMER_TRACEBACK', '0')
+    assert run_guarded(pipeline, None) == 2
+
+
 def test_run_guarded_passes_results_and_other_errors_through():
     assert run_guarded(lambda args: args, 5) == 5
     assert run_guarded(lambda args: {'set': {'psnr': 30.0}}, None, returns_code=False) == 0

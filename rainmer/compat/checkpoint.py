@@ -110,12 +110,35 @@ def _candidate_states(state_dir: str) -> list[str]:
     return [osp.join(state_dir, f'{it}{STATE_SUFFIX}') for it in sorted(iters, reverse=True)]
 
 
-def load_resume_state(opt: dict) -> dict | None:
-    """The state to resume from: ``path.resume_state``, or with ``--auto_resume`` the newest readable one.
+def network_files(opt: dict, resume_iter: int) -> list[str]:
+    """The network files ``check_resume`` will load for ``resume_iter``: ``net_<x>_<iter>.pth`` per ``network_<x>``."""
+    ignored = opt['path'].get('ignore_resume_networks') or []
+    return [osp.join(opt['path']['models'], f"net_{key[len('network_'):]}_{resume_iter}.pth")
+            for key in opt if key.startswith('network_') and key not in ignored]
 
-    Auto-resume skips (with a warning) a state that cannot be read or whose network file is missing,
-    and falls back to the one before it. (Warnings go to the console only: the log file does not exist yet.)
+
+def network_file_problem(path: str) -> str:
+    """'' when ``path`` loads (``weights_only``) and holds only finite tensors, else why not."""
+    if not osp.isfile(path):
+        return 'missing'
+    try:
+        saved = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as error:  # noqa: BLE001 (any failure to read means the same thing here)
+        return f'unreadable ({type(error).__name__})'
+    tensors = [t for group in (saved.values() if isinstance(saved, dict) else [saved])
+               for t in (group.values() if isinstance(group, dict) else [group]) if isinstance(t, torch.Tensor)]
+    bad = sum(1 for t in tensors if t.is_floating_point() and not torch.isfinite(t).all())
+    return f'{bad} of {len(tensors)} tensors non-finite' if bad else ''
+
+
+def load_resume_state(opt: dict, notes: list[str] | None = None) -> dict | None:
+    """The state to resume from: ``path.resume_state``, or with ``--auto_resume`` the newest usable one.
+
+    Auto-resume skips an iteration whose training state or network file (any ``network_*``) is missing, unreadable
+    or non-finite, and falls back to the one before it; what it skipped goes to ``notes`` (the caller logs them once
+    the log file exists: logging here would initialise the toolbox's logger without its file).
     """
+    notes = [] if notes is None else notes
     map_location = resume_map_location(opt)
     if not opt.get('auto_resume'):
         path = opt['path'].get('resume_state')
@@ -129,19 +152,49 @@ def load_resume_state(opt: dict) -> dict | None:
 
     state_dir = opt['path'].get('training_states') or osp.join('experiments', opt['name'], 'training_states')
     for path in _candidate_states(state_dir):
-        net_path = osp.join(opt['path'].get('models', ''), f"net_g_{osp.basename(path)[:-len(STATE_SUFFIX)]}.pth")
-        if opt['path'].get('models') and not osp.isfile(net_path):
-            get_root_logger().warning(f'Skipping {path}: its network {net_path} is missing.')
+        resume_iter = int(osp.basename(path)[:-len(STATE_SUFFIX)])
+        problems = [f'{net_path} is {problem}' for net_path in network_files(opt, resume_iter)
+                    if (problem := network_file_problem(net_path))] if opt['path'].get('models') else []
+        if problems:
+            notes.append(f'Auto-resume skips iter {resume_iter}: {"; ".join(problems)}.')
             continue
         try:
             state = load_training_state(path, map_location)
         except RuntimeError as error:
-            get_root_logger().warning(f'Skipping unreadable training state: {error}')
+            notes.append(f'Auto-resume skips iter {resume_iter}: {error}.')
             continue
+        if notes:
+            notes.append(f'Auto-resume falls back to iter {resume_iter}, the newest whose state and networks load.')
         opt['path']['resume_state'] = path
         check_resume(opt, state['iter'])
         return state
+    if notes:
+        notes.append('Auto-resume found no usable checkpoint: training starts from scratch.')
     return None
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_partials(folders: list[str]) -> list[str]:
+    """Delete ``*.partial-<pid>`` files (see :func:`atomic_torch_save`) left by processes that no longer run."""
+    removed = []
+    for folder in folders:
+        if not osp.isdir(folder):
+            continue
+        for name in sorted(os.listdir(folder)):
+            head, sep, pid = name.rpartition('.partial-')
+            if sep and head and pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+                os.remove(osp.join(folder, name))
+                removed.append(osp.join(folder, name))
+    return removed
 
 
 class CheckpointError(UserError):
