@@ -138,7 +138,7 @@ def parse_options(args: argparse.Namespace, root_path: str, is_train: bool) -> d
     if args.force_yml:
         for entry in args.force_yml:
             force_option(opt, entry)
-    check_options(opt, args.opt)
+    check_options(opt, f'{args.opt} with --force_yml {" ".join(args.force_yml)}' if args.force_yml else args.opt)
     _resolve_devices(opt)
 
     opt['dist'] = args.launcher != 'none'

@@ -201,7 +201,7 @@ def test_bad_pairs_reported_by_dataset_and_prepare(tmp_path, kind, message):
     else:
         write(bad_gt, np.zeros((H, W, 3), np.uint16))
     source = [dict(name='bad', type='rain13k', root=root)]
-    with pytest.raises(DataError, match=message + r'.*; 1 bad pair in bad: .* set datasets\.train\.skip_bad: true'):
+    with pytest.raises(DataError, match=message + r'.*; 1 bad pair in bad: .* set skip_bad: true in datasets\.train'):
         build_dataset(_mixed_opt(source))  # checked when built, before any training
     kept = build_dataset(_mixed_opt(source, skip_bad=True))
     assert len(kept) == 1 and kept.sources[0].keys == ['001']

@@ -1,4 +1,5 @@
 """Scanning each standard layout finds the right pairs and reports what does not fit."""
+import logging
 import os
 import os.path as osp
 
@@ -71,6 +72,19 @@ def test_missing_partner_named(tmp_path):
     os.remove(osp.join(root, 'target', '001.png'))
     with pytest.raises(DataError, match=r'001\.png'):
         scan_layout('rain13k', root=root)
+
+
+def test_a_clean_image_without_rainy_partner_is_named_in_a_warning(tmp_path, caplog):
+    root = make_rain13k(str(tmp_path / 'r'), n=3)
+    os.remove(osp.join(root, 'input', '001.png'))
+    toolbox_logger = logging.getLogger('basicsr')  # the run's log (it does not propagate to the root logger)
+    toolbox_logger.addHandler(caplog.handler)
+    try:
+        assert [r.key for r in scan_layout('rain13k', root=root)] == ['000', '002']
+    finally:
+        toolbox_logger.removeHandler(caplog.handler)
+    assert (f"1 clean image(s) without a rainy partner in {osp.join(root, 'input')} are not used: "
+            f"{osp.join(root, 'target', '001.png')}") in caplog.text
 
 
 def test_gtrain_scene_without_clean_frame(tmp_path):

@@ -173,6 +173,7 @@ def test_a_checkpoint_of_other_widths_is_one_line_with_the_key_summary(tmp_path)
     errors = [line for line in result.stderr.splitlines() if line.startswith('error:')]  # the rest is the log
     assert len(errors) == 1 and 'Traceback' not in result.stderr, result.stderr[-2000:]
     assert 'dim8.pth does not fit network_g (DRSformer): 0 missing, 0 unexpected and' in errors[0]
+    assert 'patch_embed.proj.weight is [8, 3, 3, 3] in the file but [16, 3, 3, 3] in the network' in errors[0]
     assert result.stderr.strip().splitlines()[-1] == errors[0]
 
 

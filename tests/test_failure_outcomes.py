@@ -65,14 +65,15 @@ def test_a_bad_image_among_good_ones_fails_at_start_up_or_is_left_out(public):
     try:
         line = _one_error_line(_train(public, _options('bad_image')))
         assert line == ('error: datasets/train/Rain13K/input/002.jpg: cannot be decoded as an image (unreadable or '
-                        'truncated file); 1 bad pair in Rain13K: fix or remove it, or set datasets.train.skip_bad: '
-                        'true to leave bad pairs out')
+                        'truncated file); 1 bad pair in Rain13K: fix or remove it, or set skip_bad: true in '
+                        'datasets.train to leave bad pairs out')
         assert not (public / 'experiments' / 'bad_image' / 'models').is_dir() or not list(
             (public / 'experiments' / 'bad_image' / 'models').iterdir())  # no iteration ran
         result = _train(public, _options('skip_bad', skip_bad=True))
         assert result.returncode == 0, result.stderr[-3000:]
         log = result.stdout + result.stderr
-        assert 'leaving out 1 bad pair(s) of Rain13K' in log and 'Number of train images: 3' in log
+        assert 'Rain13K: leaving out 1 bad pair(s) (skip_bad: true in datasets.train)' in log
+        assert 'Number of train images: 3' in log
     finally:
         bad.write_bytes(good)
 
@@ -106,3 +107,9 @@ def test_auto_resume_falls_back_past_a_truncated_network_and_keeps_logging(publi
     state = torch.load(exp / 'models' / 'net_g_6.pth', weights_only=True)['params']
     assert all(math.isfinite(float(t.float().abs().sum())) for t in state.values())
     assert os.path.getsize(exp / 'models' / 'net_g_4.pth') > 3000  # rewritten by the resumed run
+
+
+def test_text_given_through_force_yml_names_the_flag(public):
+    result = _train(public, _options('force_abc'), '--force_yml', 'train:total_iter=abc')
+    assert _one_error_line(result) == (f"error: {public / 'force_abc.yml'} with --force_yml train:total_iter=abc: "
+                                       "train.total_iter: 'abc' is not a number")

@@ -77,5 +77,5 @@ def test_check_data_modes(tmp_path):
             build_dataset(_test_set(root, check_data=mode))
     assert len(build_dataset(_test_set(root, check_data='off'))) == 2
     assert len(build_dataset(_test_set(root, check_data=False))) == 2
-    with pytest.raises(DataError, match=r"datasets\.val\.check_data: 'quick' is not one of header, full, off"):
+    with pytest.raises(DataError, match=r"check_data in the options of val set Rain100L: 'quick' is not one of "):
         build_dataset(_test_set(root, check_data='quick'))

@@ -221,7 +221,8 @@ def describe_load_failure(net: torch.nn.Module, load_path: str, param_key: str |
     try:
         saved = torch.load(load_path, map_location='cpu', weights_only=True)
     except Exception as read_error:  # noqa: BLE001 (any failure to read means the same thing to the user)
-        reason = str(read_error).strip().splitlines()[0] if str(read_error).strip() else type(read_error).__name__
+        reason = str(read_error).strip().splitlines()[0].split('. ')[0] if str(read_error).strip() else \
+            type(read_error).__name__
         return f'{load_path}: cannot be read as a PyTorch file (truncated or another format?): {reason}'
     if param_key is not None and isinstance(saved, dict) and param_key not in saved and 'params' not in saved:
         return (f'{load_path}: has no {param_key!r} entry (it has {sorted(saved)[:6]}); set path.param_key_g to the '
@@ -235,15 +236,17 @@ def describe_load_failure(net: torch.nn.Module, load_path: str, param_key: str |
 
 def key_mismatch(own: dict, state: dict) -> str:
     """'' when ``state`` fits ``own`` (a network's state dict) key for key and shape for shape, else a summary:
-    counts of missing, unexpected and differently shaped tensors with one example."""
+    counts of missing, unexpected and differently shaped tensors, with an example of each kind."""
     missing = [key for key in own if key not in state]
     unexpected = [key for key in state if key not in own]
     reshaped = [key for key in own if key in state and tuple(state[key].shape) != tuple(own[key].shape)]
     if not (missing or unexpected or reshaped):
         return ''
-    example = (reshaped or missing or unexpected)[0]
+    examples = [f'missing {missing[0]}' if missing else '', f'unexpected {unexpected[0]}' if unexpected else '',
+                f'{reshaped[0]} is {list(state[reshaped[0]].shape)} in the file but {list(own[reshaped[0]].shape)} in '
+                'the network' if reshaped else '']
     return (f'{len(missing)} missing, {len(unexpected)} unexpected and {len(reshaped)} differently shaped tensors '
-            f'(e.g. {example})')
+            f'(e.g. {", ".join(e for e in examples if e)})')
 
 
 def patch_checkpoint_io() -> None:

@@ -3,7 +3,7 @@
 Every scanner returns :class:`PairRecord` s with a unique, LMDB-safe ``key`` (ASCII letters, digits,
 ``_`` and ``-``; no dot, since BasicSR's ``meta_info.txt`` parser splits at the first dot).
 A rainy image without its clean partner is an error naming the file; clean images without a rainy
-partner are simply not used.
+partner are not used (in the one-to-one folder layouts, a warning names them).
 
 Layouts (``type`` of a source, ``layout`` of a test set, first argument of ``rainmer data prepare``):
 
@@ -87,7 +87,19 @@ def scan_paired_folder(lq_dir: str, gt_dir: str) -> list[PairRecord]:
         else:
             missing.append((lq, osp.join(gt_dir, stem + '.*')))
     _raise_missing(missing, f' in {gt_dir}')
+    _warn_unpaired_clean(gt_index, {osp.splitext(osp.basename(lq))[0] for lq in lq_images}, lq_dir)
     return _finish(records, lq_dir)
+
+
+def _warn_unpaired_clean(gt_index: dict[str, str], lq_stems: set[str], lq_dir: str) -> None:
+    unpaired = sorted(stem for stem in gt_index if stem not in lq_stems)
+    if unpaired:
+        from basicsr.utils import get_root_logger  # the toolbox's logger: the run's log file
+
+        shown = ', '.join(gt_index[stem] for stem in unpaired[:_MAX_LISTED])
+        more = f' and {len(unpaired) - _MAX_LISTED} more' if len(unpaired) > _MAX_LISTED else ''
+        get_root_logger().warning(f'{len(unpaired)} clean image(s) without a rainy partner in {lq_dir} are not '
+                                  f'used: {shown}{more}')
 
 
 def scan_rain13k(root: str) -> list[PairRecord]:

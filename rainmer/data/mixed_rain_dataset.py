@@ -69,7 +69,7 @@ class MixedRainDataset(data.Dataset):
         self.opt = opt
         check_flip_mode(opt)
         self.sources = parse_sources(opt, self.default_layout)
-        check_sources(self.sources, opt, where=f'datasets.{opt.get("phase", "train")}')
+        check_sources(self.sources, opt)
         self.index_map = SourceIndexMap([len(s) for s in self.sources], parse_weights(opt), opt.get('num_samples'))
 
     def __len__(self) -> int:

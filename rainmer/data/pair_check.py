@@ -26,38 +26,45 @@ CHECK_VERSION = 1  # part of the cache key: a change of the rules re-checks ever
 _THREADS = 8  # header reads wait on the disk, not the CPU
 
 
-def check_mode(opt: dict, where: str) -> str:
+def options_label(opt: dict) -> str:
+    """Where the user sets a dataset's options: ``datasets.train``, or the validation/test set by its name."""
+    phase = opt.get('phase', 'train')
+    return 'datasets.train' if phase == 'train' else f"the options of {phase} set {opt.get('name', '?')}"
+
+
+def check_mode(opt: dict) -> str:
     """``check_data`` of a dataset option: ``header`` | ``full`` | ``off`` (``true`` / ``false`` also accepted)."""
     value = opt.get('check_data', 'header')
     mode = {True: 'header', False: 'off'}.get(value, value) if isinstance(value, bool) else value
     if mode not in CHECK_MODES:
-        raise DataError(f'{where}.check_data: {value!r} is not one of {", ".join(CHECK_MODES)}')
+        raise DataError(f'check_data in {options_label(opt)}: {value!r} is not one of {", ".join(CHECK_MODES)}')
     return mode
 
 
-def check_sources(sources: list[PairSource], opt: dict, where: str) -> None:
-    """Check every pair of ``sources`` (the option ``opt`` of the dataset at ``where``); drop or refuse bad ones."""
-    mode = check_mode(opt, where)
+def check_sources(sources: list[PairSource], opt: dict) -> None:
+    """Check every pair of ``sources`` (of the dataset with options ``opt``); drop or refuse bad ones."""
+    mode = check_mode(opt)
+    where = options_label(opt)
     if mode == 'off':
         return
     skip_bad = bool(opt.get('skip_bad', False))
     for source in sources:
-        bad = _cached_or_checked(source, mode, where)
+        bad = _cached_or_checked(source, mode)
         if not bad:
             continue
         if not skip_bad:
             plural = len(bad) > 1
             raise DataError(f'{bad[0][1]}; {len(bad)} bad pair{"s" if plural else ""} in {source.name}: fix or '
-                            f'remove {"them" if plural else "it"}, or set {where}.skip_bad: true to leave bad pairs '
-                            'out')
+                            f'remove {"them" if plural else "it"}, or set skip_bad: true in {where} to leave bad '
+                            'pairs out')
         logger = get_root_logger()
-        logger.warning(f'{where}: leaving out {len(bad)} bad pair(s) of {source.name} (skip_bad: true), '
+        logger.warning(f'{source.name}: leaving out {len(bad)} bad pair(s) (skip_bad: true in {where}), '
                        f'e.g. {bad[0][1]}')
         for _, message in bad:
             logger.info(f'skipped: {message}')
         source.keep(sorted(set(range(len(source))) - {index for index, _ in bad}))
         if not len(source):
-            raise DataError(f'{where}: every pair of {source.name} is bad; nothing is left to read')
+            raise DataError(f'{source.name}: every pair is bad; nothing is left to read')
 
 
 def check_pair(source: PairSource, index: int, mode: str = 'header') -> str | None:
@@ -83,23 +90,23 @@ def _shape(source: PairSource, path: str, client_key: str, mode: str) -> ImageHe
     return probe_bytes(content, name)
 
 
-def _cached_or_checked(source: PairSource, mode: str, where: str) -> list[tuple[int, str]]:
+def _cached_or_checked(source: PairSource, mode: str) -> list[tuple[int, str]]:
     cache_path = _cache_path(source, mode)
     for accepted in ((mode,) if mode == 'full' else ('header', 'full')):
         cached = _read_cache(_cache_path(source, accepted))
         if cached is not None:
-            get_root_logger().info(f'{where}: {source.name} was checked before ({len(source)} pairs, '
+            get_root_logger().info(f'{source.name} was checked before ({len(source)} pairs, '
                                    f'{len(cached)} bad); not checked again')
             return cached
-    bad = _check_all(source, mode, where)
+    bad = _check_all(source, mode)
     if get_dist_info()[0] == 0:
         _write_cache(cache_path, bad)
     return bad
 
 
-def _check_all(source: PairSource, mode: str, where: str) -> list[tuple[int, str]]:
+def _check_all(source: PairSource, mode: str) -> list[tuple[int, str]]:
     threads = 1 if source.backend_type == 'lmdb' else _THREADS  # one LMDB reader: transactions are per thread
-    bar = tqdm(total=len(source), desc=f'Checking {where} ({source.name})', unit='pair', mininterval=0.5,
+    bar = tqdm(total=len(source), desc=f'Checking {source.name}', unit='pair', mininterval=0.5,
                disable=get_dist_info()[0] != 0)
     bad = []
     with ThreadPoolExecutor(threads) as pool:

@@ -39,7 +39,7 @@ class PairedRainTestDataset(data.Dataset):
             count = min(int(max_pairs), len(self.source))
             step = len(self.source) / count
             self.source.keep([int(i * step) for i in range(count)])
-        check_sources([self.source], opt, where=f'datasets.{opt.get("phase", "test")}')
+        check_sources([self.source], opt)
         # Keys are unique per set (checked by the scanners and by prepare); LMDB paths are the keys.
         self.names = [named_path(lq, key) for (lq, _), key in zip(self.source.pairs, self.source.keys)]
 
