@@ -5,6 +5,7 @@ temporary folder, builds the LMDB pair with ``rainmer data prepare``'s code, the
 (random 128 crop + the whole image resized to 128, flips) through a DataLoader with ``--workers`` worker processes
 and batches of ``--batch``. With ``--step-seconds`` (a training step's time for that batch, from
 ``scripts/benchmark.py``) it prints how many times faster the loader delivers than the model consumes.
+It also times the start-up check of every pair (``check_data: header`` and ``full``) on both backends.
 
 Example: ``python scripts/benchmark_data.py --images 64 --workers 0 2 --step-seconds 9.5``.
 """
@@ -24,6 +25,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from rainmer.data.mixed_rain_dataset import MixedRainDataset
+from rainmer.data.pair_check import check_all_pairs
+from rainmer.data.pair_source import PairSource
 from rainmer.data.prepare import prepare_layout
 
 
@@ -79,6 +82,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     work = tempfile.mkdtemp(prefix='rainmer_data_bench_')
+    os.environ['RAINMER_CACHE_DIR'] = osp.join(work, 'cache')  # each dataset below is checked once, not cached away
     try:
         root = write_pairs(osp.join(work, 'Rain13K', 'train'), args.images, args.height, args.width)
         prepare_layout('rain13k', root=root, out_dir=osp.join(work, 'lmdb'), progress=False, log=lambda _: None)
@@ -94,6 +98,15 @@ def main() -> None:
                 rate = items_per_second(data, workers, args.batch, args.epochs)
                 ratio = f'{rate / consumed:.1f}x' if consumed else ''
                 print(f'| {backend} | {workers} | {rate:.1f} | {ratio} |')
+        print('\n| start-up check | backend | pairs/s |\n|---|---|---|')
+        for mode in ('header', 'full'):
+            for backend in ('disk', 'lmdb'):
+                layout = 'lmdb' if backend == 'lmdb' else 'rain13k'
+                source = PairSource(dict(name='bench', type=layout, root=lmdb_root if backend == 'lmdb' else root,
+                                         io_backend=dict(type=backend)))
+                start = time.perf_counter()
+                check_all_pairs(source, mode)
+                print(f'| {mode} | {backend} | {len(source) / (time.perf_counter() - start):.0f} |')
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

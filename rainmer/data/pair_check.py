@@ -17,7 +17,7 @@ from basicsr.utils.dist_util import get_dist_info
 from tqdm import tqdm
 
 from rainmer.data.errors import DataError
-from rainmer.data.image_header import ImageHeader, probe_bytes
+from rainmer.data.image_header import ImageHeader, probe_bytes, probe_image
 from rainmer.data.image_io import decode_bgr_uint8
 from rainmer.data.pair_source import PairSource
 
@@ -83,6 +83,14 @@ def check_pair(source: PairSource, index: int, mode: str = 'header') -> str | No
 
 def _shape(source: PairSource, path: str, client_key: str, mode: str) -> ImageHeader:
     name = source.describe(path, client_key)
+    if mode == 'header' and source.backend_type == 'disk':  # reads the header and the last kilobytes only
+        try:
+            with open(path, 'rb') as f:
+                return probe_image(f, name)
+        except FileNotFoundError:
+            return probe_bytes(None, name)
+        except OSError as error:
+            raise DataError(f'{name}: cannot be read ({error.strerror})') from error
     content = source.read_bytes(path, client_key)
     if mode == 'full':
         img = decode_bgr_uint8(content, name)
@@ -98,13 +106,14 @@ def _cached_or_checked(source: PairSource, mode: str) -> list[tuple[int, str]]:
             get_root_logger().info(f'{source.name} was checked before ({len(source)} pairs, '
                                    f'{len(cached)} bad); not checked again')
             return cached
-    bad = _check_all(source, mode)
+    bad = check_all_pairs(source, mode)
     if get_dist_info()[0] == 0:
         _write_cache(cache_path, bad)
     return bad
 
 
-def _check_all(source: PairSource, mode: str) -> list[tuple[int, str]]:
+def check_all_pairs(source: PairSource, mode: str) -> list[tuple[int, str]]:
+    """``(index, message)`` of every bad pair of ``source``, checked in ``mode`` with a progress bar (no cache)."""
     threads = 1 if source.backend_type == 'lmdb' else _THREADS  # one LMDB reader: transactions are per thread
     bar = tqdm(total=len(source), desc=f'Checking {source.name}', unit='pair', mininterval=0.5,
                disable=get_dist_info()[0] != 0)
