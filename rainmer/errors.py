@@ -40,5 +40,9 @@ def run_guarded(pipeline: Callable[[Any], Any], args: Any, returns_code: bool = 
 
 def print_user_error(error: BaseException) -> None:
     """``error: <message>`` on stderr, on one line (a multi-line message is joined)."""
-    message = ' '.join(line.strip() for line in str(error).splitlines() if line.strip())
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if lines and lines[0].startswith('Caught ') and 'DataLoader worker' in lines[0]:
+        # Raised in a loader worker: PyTorch puts the worker's traceback into the message; keep its last line.
+        lines = [lines[-1].split(': ', 1)[-1]]
+    message = ' '.join(lines)
     print(f'error: {message}', file=sys.stderr)

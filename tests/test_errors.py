@@ -58,6 +58,25 @@ def test_run_guarded_prints_one_line_and_returns_2(error, capsys):
     assert lines[0] == 'error: ' + ' '.join(part.strip() for part in str(error).splitlines())
 
 
+def test_a_user_error_in_a_loader_worker_is_still_one_line(capsys):
+    """num_worker_per_gpu > 0: PyTorch re-raises the worker's error with its traceback inside the message."""
+    from torch.utils.data import DataLoader, Dataset
+
+    class SmallImages(Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, index):
+            raise DataError(f'x/{index}.png: 24x20 is smaller than the 32x32 crop')
+
+    def pipeline(args):
+        for _ in DataLoader(SmallImages(), num_workers=1):
+            pass
+
+    assert run_guarded(pipeline, None) == 2
+    assert capsys.readouterr().err == 'error: x/0.png: 24x20 is smaller than the 32x32 crop\n'
+
+
 def test_rainmer_traceback_lets_a_user_error_propagate_for_bug_reports(monkeypatch):
     def pipeline(args):
         raise DataError('a.png: not an image')
