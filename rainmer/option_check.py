@@ -212,6 +212,11 @@ def _check_dataset(dataset_opt: Mapping, where: str, prefix: str) -> None:
     keys = dataset_option_keys(dataset_class)
     if keys is not None:
         _reject_unknown(dataset_opt, keys, where, dataset_class.__name__, prefix)
+    source_keys = getattr(dataset_class, 'SOURCE_OPTION_KEYS', None)
+    if source_keys is not None and isinstance(dataset_opt.get('sources'), list):
+        for i, source in enumerate(dataset_opt['sources']):
+            if isinstance(source, Mapping):
+                _reject_unknown(source, source_keys, f'{where}.sources[{i}]', 'a source', prefix)
 
 
 def _loss_class(name: str) -> type:

@@ -29,7 +29,7 @@ def _with(opt: dict, path: str, value=1) -> dict:
     *parents, key = path.split('.')
     node = opt
     for parent in parents:
-        node = node[parent]
+        node = node[int(parent)] if isinstance(node, list) else node[parent]
     node[key] = value
     return opt
 
@@ -47,6 +47,7 @@ MISSPELT = [
     ('datasets.train.batch_size_per_gpus', 'batch_size_per_gpu'),  # build_dataloader
     ('datasets.val_2.max_pair', 'max_pairs'),                   # PairedRainTestDataset
     ('datasets.val_3.resize_sise', 'resize_size'),              # MixedRainDataset
+    ('datasets.val_3.sources.0.wieght', 'weight'),              # an entry of MixedRainDataset's sources
 ]
 
 
@@ -58,7 +59,8 @@ def test_the_base_options_pass():
 def test_an_unknown_option_fails_with_its_path_and_the_closest_name(path, suggestion):
     with pytest.raises(OptionError) as info:
         check_options(_with(_options(), path), 'x.yml')
-    assert str(info.value) == f"x.yml: {path}: unknown option; did you mean '{suggestion}'?"
+    shown = path.replace('.sources.0.', '.sources[0].')
+    assert str(info.value) == f"x.yml: {shown}: unknown option; did you mean '{suggestion}'?"
 
 
 # (option, text where a number belongs, the message's tail)

@@ -63,6 +63,9 @@ class MixedRainDataset(data.Dataset):
     OPTION_KEYS = frozenset({
         'sources', 'num_samples', 'gt_size', 'resize_size', 'use_hflip', 'use_rot', 'flip_mode', 'small_images',
         'layout', 'root', 'dataroot_lq', 'dataroot_gt', 'split', 'list_file', 'io_backend', 'check_data', 'skip_bad'})
+    # Each entry of ``sources``: pair_source.PairSource and parse_weights.
+    SOURCE_OPTION_KEYS = frozenset({
+        'name', 'type', 'layout', 'root', 'dataroot_lq', 'dataroot_gt', 'split', 'list_file', 'io_backend', 'weight'})
 
     def __init__(self, opt: dict):
         super().__init__()
