@@ -16,6 +16,7 @@
 and declares none is not checked, rather than checked against its parent's keys.
 """
 import difflib
+import dis
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 
@@ -98,11 +99,22 @@ def dataset_option_keys(dataset_class: type) -> frozenset[str] | None:
 
 
 def parameter_names(func: Callable) -> frozenset[str] | None:
-    """Named parameters of ``func`` that an option can set; None when it also takes ``**kwargs``."""
+    """Named parameters of ``func`` that an option can set; None when it also takes ``**kwargs`` and uses them
+    (``**kwargs`` that the body never reads, as SwinIR's, swallow misspelt options: those are checked)."""
     parameters = inspect.signature(func).parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+    var_keyword = [p.name for p in parameters if p.kind is inspect.Parameter.VAR_KEYWORD]
+    if var_keyword and _reads_local(func, var_keyword[0]):
         return None
     return _named(func)
+
+
+def _reads_local(func: Callable, name: str) -> bool:
+    """Whether ``func``'s bytecode reads its local ``name`` (True when that cannot be told)."""
+    try:
+        instructions = dis.get_instructions(inspect.unwrap(func))
+        return any(i.opname.startswith('LOAD') and i.argval == name for i in instructions)
+    except TypeError:
+        return True
 
 
 def _named(func: Callable) -> frozenset[str]:
