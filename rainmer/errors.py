@@ -46,3 +46,22 @@ def print_user_error(error: BaseException) -> None:
         lines = [lines[-1].split(': ', 1)[-1]]
     message = ' '.join(lines)
     print(f'error: {message}', file=sys.stderr)
+
+
+def install_one_line_excepthook() -> None:
+    """Print an uncaught :class:`UserError` as one line (exit status 1) instead of a traceback.
+
+    For errors raised while ``import rainmer`` itself runs (a BasicSR or torchvision that cannot work), before any
+    command's guard exists; installed only then. ``RAINMER_TRACEBACK=1`` keeps the traceback.
+    """
+    if os.environ.get('RAINMER_TRACEBACK', '') not in ('', '0'):
+        return
+    previous = sys.excepthook
+
+    def hook(kind, value, traceback):
+        if issubclass(kind, UserError):
+            print_user_error(value)
+        else:
+            previous(kind, value, traceback)
+
+    sys.excepthook = hook

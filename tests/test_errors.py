@@ -103,3 +103,19 @@ def test_pipeline_mains_are_guarded_without_importing_the_cli(module, tmp_path):
     result = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, capture_output=True, text=True)
     assert result.stdout.split() == ['2', 'False'], result.stderr[-2000:]
     assert result.stderr.splitlines() == ['error: -opt: no option file at nope.yml']
+
+
+@pytest.mark.parametrize('command', ['basicsr', 'rainmer'])
+def test_a_stack_that_cannot_work_is_one_line_from_the_console_scripts(command, tmp_path):
+    """The check runs while `import rainmer` runs, before any command's guard: a torchvision of another build."""
+    import os
+
+    fake = tmp_path / 'torchvision'
+    fake.mkdir()
+    (fake / '__init__.py').write_text('raise RuntimeError("operator torchvision::nms does not exist")\n')
+    executable = os.path.join(os.path.dirname(sys.executable), command)
+    result = subprocess.run([executable, '--help'], capture_output=True, text=True, cwd=str(tmp_path),
+                            env=dict(os.environ, PYTHONPATH=str(tmp_path)))
+    assert result.returncode == 1 and result.stdout == ''
+    assert result.stderr.startswith('error: torch ') and result.stderr.count('\n') == 1, result.stderr
+    assert 'different builds' in result.stderr
