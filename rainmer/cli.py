@@ -16,6 +16,8 @@ RAINMER_TOOLS = {
                 'latency) and a bar chart'),
     'derain': ('rainmer.tools.derain', 'derain your own photographs with a trained or converted checkpoint'),
     'demo': ('rainmer.demo', 'Rainmer derains photographs: synthetic rain, training, test, report (make demo)'),
+    'ablate': ('rainmer.tools.ablate', "the paper's ablation at CPU scale with seeds: variants, DRSformer, SwinIR; "
+               'table, chart, grid'),
 }
 
 

@@ -1,0 +1,139 @@
+"""The variants of ``rainmer ablate``, their sizes and the option files of their ``basicsr train`` / ``test`` runs.
+
+Every variant trains on the same data with the same crop, batch, iterations, pixel and SSIM losses, optimiser and
+schedule (those of ``rainmer demo``); only the network, the model class and Rainmer's own training keys differ.
+"""
+import math
+from dataclasses import dataclass
+
+from rainmer.demo import SMALL_RAINMER, test_options, train_options
+from rainmer.errors import OptionError
+
+# name -> what the variant is (what it removes from Rainmer), in report order
+VARIANTS = {
+    'rainmer': 'Rainmer: chromatic, degradation and detail views, prompts, local knowledge fusion',
+    'no_chromatic': "Rainmer without the chromatic view and prompt (views: degradation, detail)",
+    'no_degradation': "Rainmer without the degradation and detail views and the degradation prompt (views: chromatic)",
+    'baseline': 'Rainmer without views, prompts and local fusion (views: [], local_fusion: false): its backbone',
+    'drsformer': 'DRSformer of the same width and depth, trained by DerainModel',
+    'swinir': "BasicSR's SwinIR of similar FLOPs, trained by DerainModel",
+}
+RAINMER_VIEWS = {'rainmer': ['chromatic', 'degradation', 'detail'], 'no_chromatic': ['degradation', 'detail'],
+                 'no_degradation': ['chromatic'], 'baseline': []}
+RAINMER_ONLY_TRAIN_KEYS = ('optim_encoder', 'chromatic_opt', 'degradation_detail_opt', 'n_neg', 'archive_size')
+METRICS = {  # BasicSR's protocol (uint8, Y) and the paper's (float output, pooled SSIM), named as options/test/*.yml
+    'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': True},
+    'ssim': {'type': 'calculate_ssim', 'crop_border': 0, 'test_y_channel': True},
+    'psnr_paper': {'type': 'calculate_psnr_rainmer'},
+    'ssim_paper': {'type': 'calculate_ssim_rainmer'},
+}
+
+# default size (scale 1): calibrated so that 6 variants x 3 seeds take about an hour on a 2-core CPU (docs/ablation.md)
+BASE_ITERS = 600
+BASE_CROP = 48
+BASE_DIM = SMALL_RAINMER['dim']
+BASE_PROMPT = SMALL_RAINMER['prompt_size']
+SWINIR_WINDOW = 8
+MIN_BASE_DIM = 16  # the projectors' squeeze-excitation divides base_dim by 16
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Iterations (batches of 4), training crop, backbone width, prompt size and photograph size of one ablation."""
+
+    iters: int
+    crop: int
+    dim: int
+    prompt_size: int
+    max_side: int
+
+    @property
+    def window_size(self) -> int:
+        """SwinIR's window: 8, or the largest divisor of the crop below it."""
+        return max(w for w in range(1, SWINIR_WINDOW + 1) if self.crop % w == 0)
+
+
+def _multiple_of_8(value: float) -> int:
+    return max(16, 8 * round(value / 8))
+
+
+def sizes_for(scale: float, iters: int | None = None, max_side: int | None = None) -> Sizes:
+    """The sizes at ``scale`` (iterations, crop, width and prompt size multiplied by it); ``iters`` and ``max_side``
+    override (photographs default to four training crops on their longer side)."""
+    if not scale > 0 or not math.isfinite(scale):
+        raise OptionError(f'--scale: {scale} must be a positive number (1: about an hour on a 2-core CPU)')
+    if iters is not None and iters < 1:
+        raise OptionError(f'--iters: {iters} must be at least 1')
+    crop = _multiple_of_8(BASE_CROP * scale)
+    sizes = Sizes(iters=iters or max(1, round(BASE_ITERS * scale)), crop=crop, dim=max(2, round(BASE_DIM * scale)),
+                  prompt_size=_multiple_of_8(BASE_PROMPT * scale), max_side=max_side or 4 * crop)
+    if sizes.max_side < sizes.crop:
+        raise OptionError(f'--max-side: {sizes.max_side} is smaller than the training crop {sizes.crop}; '
+                          f'give at least {sizes.crop}')
+    return sizes
+
+
+def parse_variants(text: str) -> list[str]:
+    """``--variants a,b``: known names, in the order given, each once."""
+    names = list(dict.fromkeys(name.strip() for name in text.split(',') if name.strip()))
+    unknown = [name for name in names if name not in VARIANTS]
+    if unknown or not names:
+        raise OptionError(f"--variants: {', '.join(unknown) or 'none given'}: choose among {', '.join(VARIANTS)} "
+                          '(comma-separated)')
+    return names
+
+
+def network_options(variant: str, sizes: Sizes) -> dict:
+    """``network_g`` of a variant at these sizes."""
+    dim = sizes.dim
+    if variant in RAINMER_VIEWS:
+        opt = dict(SMALL_RAINMER, dim=dim, base_dim=max(MIN_BASE_DIM, 2 * dim), prompt_size=sizes.prompt_size,
+                   views=RAINMER_VIEWS[variant])
+        if variant == 'baseline':
+            opt['local_fusion'] = False
+        return opt
+    if variant == 'drsformer':
+        return dict(type='DRSformer', dim=dim, num_blocks=SMALL_RAINMER['num_blocks'], heads=SMALL_RAINMER['heads'],
+                    ffn_expansion_factor=SMALL_RAINMER['ffn_expansion_factor'])
+    if variant == 'swinir':  # about the FLOPs of the Rainmer backbone at this width (docs/ablation.md)
+        return dict(type='SwinIR', upscale=1, in_chans=3, img_size=sizes.crop, window_size=sizes.window_size,
+                    img_range=1.0, depths=[2, 2, 2], embed_dim=3 * dim, num_heads=[3, 3, 3], mlp_ratio=2,
+                    upsampler='', resi_connection='1conv')
+    raise OptionError(f"--variants: unknown variant '{variant}'; choose among {', '.join(VARIANTS)}")
+
+
+def model_type(variant: str) -> str:
+    return 'RainmerModel' if variant in RAINMER_VIEWS else 'DerainModel'
+
+
+def run_name(variant: str, seed: int) -> str:
+    """The experiment name of one (variant, seed): ``experiments/<name>``, ``results/<name>_test``."""
+    return f'ablate_{variant}_seed{seed}'
+
+
+def weights_path(variant: str, seed: int) -> str:
+    """The trained network, relative to the ablation folder."""
+    return f'experiments/{run_name(variant, seed)}/models/net_g_latest.pth'
+
+
+def ablation_train_options(variant: str, seed: int, data: str, sizes: Sizes) -> dict:
+    """The ``basicsr train`` options of one (variant, seed): ``rainmer demo``'s recipe at these sizes."""
+    opt = train_options(data, sizes.iters, sizes.crop)
+    opt.update(name=run_name(variant, seed), model_type=model_type(variant), num_gpu='auto', manual_seed=seed,
+               network_g=network_options(variant, sizes))
+    opt['datasets']['train']['resize_size'] = sizes.prompt_size
+    if opt['model_type'] != 'RainmerModel':
+        for key in RAINMER_ONLY_TRAIN_KEYS:
+            opt['train'].pop(key, None)
+    opt['logger'].update(print_freq=max(1, sizes.iters // 20), save_checkpoint_freq=max(1, sizes.iters // 2))
+    return opt
+
+
+def ablation_test_options(variant: str, seed: int, data: str, sizes: Sizes) -> dict:
+    """The ``basicsr test`` options of one (variant, seed): every domain's held-out pairs, both metric protocols,
+    the restored images saved (``<name>_derained.png``)."""
+    opt = test_options(data, weights_path(variant, seed))
+    opt.update(name=f'{run_name(variant, seed)}_test', model_type=model_type(variant), num_gpu='auto',
+               manual_seed=seed, network_g=network_options(variant, sizes))
+    opt['val'] = dict(save_img=True, suffix='derained', pbar=False, metrics={k: dict(v) for k, v in METRICS.items()})
+    return opt
