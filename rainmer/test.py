@@ -5,7 +5,6 @@ Runs the model on every ``datasets`` entry, then prints one metric table and wri
 """
 import argparse
 import json
-import logging
 import os
 import os.path as osp
 import sys
@@ -18,11 +17,12 @@ load_plugins()
 
 from basicsr.data import build_dataloader, build_dataset  # noqa: E402
 from basicsr.models import build_model  # noqa: E402
-from basicsr.utils import get_env_info, get_root_logger, get_time_str, make_exp_dirs  # noqa: E402
+from basicsr.utils import get_env_info, get_time_str, make_exp_dirs  # noqa: E402
 from basicsr.utils.options import dict2str  # noqa: E402
 
 from rainmer.options import add_toolbox_flags, parse_options  # noqa: E402
 from rainmer.utils.allocator import tune_malloc  # noqa: E402
+from rainmer.utils.run_logger import run_logger  # noqa: E402
 
 
 def metric_table(results: dict[str, dict[str, float]]) -> str:
@@ -45,7 +45,7 @@ def test_pipeline(args: argparse.Namespace, root_path: str | None = None) -> dic
     torch.backends.cudnn.benchmark = True
     make_exp_dirs(opt)
     log_file = osp.join(opt['path']['log'], f"test_{opt['name']}_{get_time_str()}.log")
-    logger = get_root_logger(logger_name='basicsr', log_level=logging.INFO, log_file=log_file)
+    logger = run_logger(log_file)
     logger.info(get_env_info())
     logger.info(dict2str(opt))
 

@@ -6,7 +6,6 @@ SIGINT/SIGTERM finish the current iteration, save network and training state, an
 """
 import argparse
 import datetime
-import logging
 import os
 import os.path as osp
 import signal
@@ -39,6 +38,7 @@ from rainmer.data_loading import create_train_val_dataloaders  # noqa: E402
 from rainmer.options import add_toolbox_flags, copy_options_file, parse_options  # noqa: E402
 from rainmer.utils.allocator import tune_malloc  # noqa: E402
 from rainmer.utils.rng import restore_rng_states  # noqa: E402
+from rainmer.utils.run_logger import run_logger  # noqa: E402
 
 
 class GracefulStop:
@@ -69,7 +69,7 @@ class GracefulStop:
 
 def _init_loggers(opt: dict, root_path: str):
     log_file = osp.join(opt['path']['log'], f"train_{opt['name']}_{get_time_str()}.log")
-    logger = get_root_logger(logger_name='basicsr', log_level=logging.INFO, log_file=log_file)
+    logger = run_logger(log_file)
     logger.info(get_env_info())
     logger.info(dict2str(opt))
     tb_logger = None

@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import glob
 import json
-import logging
 import os
 import os.path as osp
 import signal
@@ -39,6 +38,7 @@ from rainmer.tools.ablate_options import (
     sizes_for,
     weights_path,
 )
+from rainmer.utils.run_logger import reset_toolbox_logger
 
 DATA = 'data'  # under --out; option files name it relatively, so the folder can move
 SYNTH_SEED = 0
@@ -132,29 +132,17 @@ def tested(out: str, variant: str, seed: int) -> bool:
     return all(set(METRICS) <= set(metrics.get(domain, {})) for domain in DOMAINS)
 
 
-def _reset_toolbox_logger() -> None:
-    """Let the next pipeline set up basicsr's logger again, with its own log file (``get_root_logger`` sets it up
-    once per process)."""
-    from basicsr.utils import logger as toolbox_logger
-
-    logger = logging.getLogger('basicsr')
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        handler.close()
-    toolbox_logger.initialized_logger.pop('basicsr', None)
-
-
 @contextlib.contextmanager
 def _captured(log_path: str):
     """Console output of one pipeline run appended to ``log_path``; the toolbox logger fresh before and after."""
     os.makedirs(osp.dirname(log_path), exist_ok=True)
     with open(log_path, 'a', encoding='utf-8') as log, contextlib.redirect_stdout(log), \
             contextlib.redirect_stderr(log):
-        _reset_toolbox_logger()
+        reset_toolbox_logger()
         try:
             yield log
         finally:
-            _reset_toolbox_logger()
+            reset_toolbox_logger()
 
 
 def run_basicsr(command: str, option_file: str, out: str, log_path: str, extra: tuple[str, ...] = ()) -> None:
