@@ -4,8 +4,10 @@
    train/val split by photograph;
 2. a small Rainmer trained through ``basicsr train`` (RainmerModel: contrastive views, prompts, archive);
 3. ``basicsr test`` per domain;
-4. ``report.md``: PSNR/SSIM (Y) of the rainy input and of the output per domain, and a PNG grid
-   (rainy / derained / clean) per domain.
+4. the same for the baseline (the same network without views, prompts and local fusion: what the multi-view
+   representations add), unless ``--no-baseline``;
+5. ``report.md``: PSNR/SSIM (Y) of the rainy input, the baseline and Rainmer per domain, and a PNG grid
+   (rainy / baseline / Rainmer / clean) per domain.
 """
 import argparse
 import glob
@@ -28,6 +30,9 @@ METRICS = {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel'
            'ssim': {'type': 'calculate_ssim', 'crop_border': 0, 'test_y_channel': True}}
 SMALL_RAINMER = dict(type='Rainmer', dim=12, base_dim=24, num_blocks=[1, 1, 1, 2], heads=[1, 1, 2, 2],
                      ffn_expansion_factor=2.66, prompt_size=32)
+SMALL_BASELINE = dict(SMALL_RAINMER, views=[], local_fusion=False)  # the paper's baseline: no views, no local fusion
+# what the demo trains: (experiment name, label, network)
+DEMO_NETWORKS = (('demo_baseline', 'baseline', SMALL_BASELINE), ('demo_rainmer', 'Rainmer', SMALL_RAINMER))
 
 
 def write_photographs(folder: str) -> list[str]:
@@ -50,15 +55,16 @@ def _sources(data: str, split: str) -> list[dict]:
     return [dict(name=d, type='rain13k', root=osp.join(data, split, d), io_backend=dict(type='disk')) for d in DOMAINS]
 
 
-def train_options(data: str, iters: int, crop: int) -> dict:
+def train_options(data: str, iters: int, crop: int, name: str = 'demo_rainmer', network: dict | None = None) -> dict:
+    """The demo's training options for ``network`` (default: :data:`SMALL_RAINMER`)."""
     return dict(
-        name='demo_rainmer', model_type='RainmerModel', scale=1, num_gpu=0, manual_seed=100,
+        name=name, model_type='RainmerModel', scale=1, num_gpu=0, manual_seed=100,
         datasets=dict(
             train=dict(name='synth_rain', type='MixedRainDataset', sources=_sources(data, 'train'), gt_size=crop,
                        resize_size=SMALL_RAINMER['prompt_size'], use_hflip=True, use_rot=False, small_images='pad',
                        use_shuffle=True, num_worker_per_gpu=0, batch_size_per_gpu=4, dataset_enlarge_ratio=8),
         ),
-        network_g=dict(SMALL_RAINMER),
+        network_g=dict(network or SMALL_RAINMER),
         path=dict(pretrain_network_g=None, strict_load_g=True, resume_state=None),
         train=dict(
             total_iter=iters, warmup_iter=-1, accumulate_grad_step=1, grad_clip_norm=0.01, n_neg=2, archive_size=32,
@@ -73,12 +79,13 @@ def train_options(data: str, iters: int, crop: int) -> dict:
         logger=dict(print_freq=max(1, iters // 20), save_checkpoint_freq=iters, use_tb_logger=True))
 
 
-def test_options(data: str, weights: str) -> dict:
+def test_options(data: str, weights: str, name: str = 'demo_rainmer', network: dict | None = None) -> dict:
+    """The demo's test options: every domain's held-out pairs, the restored images saved."""
     datasets = {f'test_{i}': dict(name=d, type='PairedRainTestDataset', layout='rain13k', root=osp.join(data, 'val', d),
                                   source_id=i - 1, io_backend=dict(type='disk'))
                 for i, d in enumerate(DOMAINS, 1)}
-    return dict(name='demo_rainmer_test', model_type='RainmerModel', scale=1, num_gpu=0, manual_seed=100,
-                datasets=datasets, network_g=dict(SMALL_RAINMER),
+    return dict(name=f'{name}_test', model_type='RainmerModel', scale=1, num_gpu=0, manual_seed=100,
+                datasets=datasets, network_g=dict(network or SMALL_RAINMER),
                 path=dict(pretrain_network_g=weights, strict_load_g=True),
                 val=dict(save_img=True, suffix='derained', metrics=METRICS))
 
@@ -103,43 +110,63 @@ def _fit(image: np.ndarray, height: int) -> np.ndarray:
     return cv2.resize(image, (round(image.shape[1] * height / image.shape[0]), height), interpolation=cv2.INTER_AREA)
 
 
-def write_grid(data: str, results: str, domain: str, path: str, height: int = 200) -> str:
-    """One row per validation image: rainy | derained | clean, with a label bar on top."""
+def write_grid(data: str, results: dict[str, str], domain: str, path: str, height: int = 200) -> str:
+    """One row per validation image: rainy | each network's output (``results``: label -> its results folder) |
+    clean; every image centred in a cell of one width, the labels centred above their column."""
+    columns = [f'{domain}: rainy', *results, 'clean']
     rows = []
     for rainy_path in sorted(glob.glob(osp.join(data, 'val', domain, 'input', '*.png'))):
         stem = osp.splitext(osp.basename(rainy_path))[0]
-        derained = cv2.imread(osp.join(results, 'visualization', domain, f'{stem}_derained.png'))
-        clean = cv2.imread(rainy_path.replace(f'{os.sep}input{os.sep}', f'{os.sep}target{os.sep}'))
-        if derained is None or clean is None:
-            raise FileNotFoundError(f'demo: missing derained or clean image for {rainy_path}')
-        rows.append(np.concatenate([_fit(cv2.imread(rainy_path), height), _fit(derained, height),
-                                    _fit(clean, height)], axis=1))
-    width = max(r.shape[1] for r in rows)
-    panel = width // 3  # panels of one row share a width; rows are left-aligned
-    rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
-    header = np.full((28, width, 3), 255, np.uint8)
-    for i, label in enumerate((f'{domain}: rainy', 'derained (Rainmer)', 'clean')):
-        cv2.putText(header, label, (8 + i * panel, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.imwrite(path, np.concatenate([header, *rows], axis=0))
+        clean_path = rainy_path.replace(f'{os.sep}input{os.sep}', f'{os.sep}target{os.sep}')
+        paths = [rainy_path, *(osp.join(r, 'visualization', domain, f'{stem}_derained.png') for r in results.values()),
+                 clean_path]
+        images = [cv2.imread(p) for p in paths]
+        if any(image is None for image in images):
+            raise FileNotFoundError(f'demo: missing {paths[[image is None for image in images].index(True)]}')
+        rows.append([_fit(image, height) for image in images])
+    cell = max(image.shape[1] for row in rows for image in row) + 8
+    header = np.full((28, cell * len(columns), 3), 255, np.uint8)
+    for i, label in enumerate(columns):
+        width = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.55, 1)[0][0]
+        cv2.putText(header, label, (i * cell + (cell - width) // 2, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    lines = [header]
+    for row in rows:
+        line = np.full((height + 4, cell * len(columns), 3), 255, np.uint8)
+        for i, image in enumerate(row):
+            left = i * cell + (cell - image.shape[1]) // 2
+            line[:height, left:left + image.shape[1]] = image
+        lines.append(line)
+    cv2.imwrite(path, np.concatenate(lines, axis=0))
     return path
 
 
-def write_report(out: str, before: dict, after: dict, grids: dict, minutes: float, iters: int) -> str:
+def write_report(out: str, before: dict, after: dict[str, dict], grids: dict, minutes: float, iters: int) -> str:
+    """``report.md`` and ``report.json``: the rainy input's and every network's PSNR/SSIM per domain."""
+    labels = list(after)
     lines = ['# Rainmer demo', '',
              f'A small Rainmer ({SMALL_RAINMER}) trained for {iters} iterations (batch 4) on synthetic rain over',
              f'scikit-image\'s sample photographs ({minutes:.1f} min in all on this machine); the validation',
-             'photographs were never trained on. PSNR/SSIM on the Y channel.',
-             '', '| domain | rainy PSNR | rainy SSIM | derained PSNR | derained SSIM | PSNR gain |', '|---' * 6 + '|']
+             'photographs were never trained on. PSNR/SSIM on the Y channel.']
+    if 'baseline' in after:
+        lines += ['The baseline is the same network without the multi-view representations (no views, no prompts,',
+                  'no local fusion), trained identically: the difference is what the representations add.']
+    header = ['domain', 'rainy PSNR / SSIM'] + [f'{label} PSNR / SSIM' for label in labels] + ['Rainmer gain']
+    lines += ['', '| ' + ' | '.join(header) + ' |', '|---' * len(header) + '|']
     for domain in DOMAINS:
-        b, a = before[domain], after[domain]
-        lines.append(f"| {domain} | {b['psnr']:.2f} | {b['ssim']:.4f} | {a['psnr']:.2f} | {a['ssim']:.4f} | "
-                     f"{a['psnr'] - b['psnr']:+.2f} dB |")
+        cells = [f"{before[domain]['psnr']:.2f} / {before[domain]['ssim']:.4f}"]
+        cells += [f"{after[label][domain]['psnr']:.2f} / {after[label][domain]['ssim']:.4f}" for label in labels]
+        gain = after['Rainmer'][domain]['psnr'] - before[domain]['psnr']
+        versus = (f", {after['Rainmer'][domain]['psnr'] - after['baseline'][domain]['psnr']:+.2f} dB over the "
+                  'baseline' if 'baseline' in after else '')
+        lines.append(f'| {domain} | ' + ' | '.join(cells) + f' | {gain:+.2f} dB over the input{versus} |')
     lines += [''] + [f'![{d}]({osp.relpath(p, out)})' for d, p in grids.items()]
     path = osp.join(out, 'report.md')
     with open(path, 'w', encoding='utf-8') as f:
         f.write('\n'.join(lines) + '\n')
     with open(osp.join(out, 'report.json'), 'w', encoding='utf-8') as f:
-        json.dump({'rainy': before, 'derained': after}, f, indent=2)
+        json.dump({'rainy': before, 'derained': after['Rainmer'], **({'baseline': after['baseline']}
+                                                                      if 'baseline' in after else {})}, f, indent=2)
     return path
 
 
@@ -156,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--iters', type=int, default=500, help='training iterations (batch 4)')
     parser.add_argument('--crop', type=int, default=48, help='training crop size')
     parser.add_argument('--max-side', type=int, default=192, help='photographs are downscaled to this longer side')
+    parser.add_argument('--no-baseline', dest='baseline', action='store_false',
+                        help='train Rainmer only (the baseline doubles the training runs, at about half the cost each)')
     args = parser.parse_args(argv)
     start = time.time()
     out = osp.abspath(args.out)
@@ -170,17 +199,21 @@ def main(argv: list[str] | None = None) -> int:
         return code
     os.makedirs(out, exist_ok=True)
     os.chdir(out)  # experiments/, results/ and tb_logger/ go here
-    train_yml = _dump(osp.join(out, 'demo_train.yml'), train_options(data, args.iters, args.crop))
-    code = basicsr_main(['train', '-opt', train_yml])
-    if code:
-        return code
-    weights = osp.join(out, 'experiments', 'demo_rainmer', 'models', 'net_g_latest.pth')
-    code = basicsr_main(['test', '-opt', _dump(osp.join(out, 'demo_test.yml'), test_options(data, weights))])
-    if code:
-        return code
-    results = osp.join(out, 'results', 'demo_rainmer_test')
-    with open(osp.join(results, 'metrics.json'), encoding='utf-8') as f:
-        after = json.load(f)
+    networks = DEMO_NETWORKS if args.baseline else DEMO_NETWORKS[-1:]
+    after, results = {}, {}
+    for name, label, network in networks:
+        train_yml = _dump(osp.join(out, f'{name}_train.yml'), train_options(data, args.iters, args.crop, name, network))
+        code = basicsr_main(['train', '-opt', train_yml])
+        if code:
+            return code
+        weights = osp.join(out, 'experiments', name, 'models', 'net_g_latest.pth')
+        code = basicsr_main(['test', '-opt', _dump(osp.join(out, f'{name}_test.yml'),
+                                                   test_options(data, weights, name, network))])
+        if code:
+            return code
+        results[label] = osp.join(out, 'results', f'{name}_test')
+        with open(osp.join(results[label], 'metrics.json'), encoding='utf-8') as f:
+            after[label] = json.load(f)
     before = input_metrics(data)
     grids = {d: write_grid(data, results, d, osp.join(out, f'grid_{d}.png')) for d in DOMAINS}
     report = write_report(out, before, after, grids, (time.time() - start) / 60, args.iters)
