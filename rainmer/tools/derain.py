@@ -1,11 +1,14 @@
-"""``rainmer derain``: restore your own photographs (no ground truth needed) with any trained or converted checkpoint.
+"""``rainmer derain``: restore your own photographs and videos (no ground truth needed) with any trained or converted
+checkpoint.
 
 ``rainmer derain INPUT... -o OUT [--weights W] [--opt YML | --arch NAME --arch-opt k=v ...] [options]``
 
-* INPUT: image files, folders (``--recursive``: nested folders are mirrored under OUT) or globs; JPEG, PNG, BMP,
-  TIFF and WebP as OpenCV reads them (read as 8-bit colour). Outputs keep the file names and relative paths, 8-bit,
-  in the input's format (JPEG at quality 95, WebP lossless; ``--png`` writes PNG for every input). OUT never
+* INPUT: image files, videos, folders (``--recursive``: nested folders are mirrored under OUT) or globs; JPEG, PNG,
+  BMP, TIFF and WebP as OpenCV reads them (read as 8-bit colour). Outputs keep the file names and relative paths,
+  8-bit, in the input's format (JPEG at quality 95, WebP lossless; ``--png`` writes PNG for every image). OUT never
   overwrites an input, and may not lie inside a folder read recursively.
+* Videos (``.mp4``, ``.avi``, ``.mov``, ``.mkv``) are restored frame by frame, streamed (one frame in memory), into
+  a video with the same frame count, frame rate and size (``rainmer/tools/derain_video.py``).
 * The network: ``--weights experiments/<name>`` (its option YAML and newest ``models/net_g_*.pth``, as ``rainmer
   compare`` resolves it), ``--weights net.pth`` next to its YAML (or in ``experiments/<name>/models/``), ``--opt``
   (a train or test YAML) with or without ``--weights``, or ``--arch NAME --arch-opt key=value ...``. Checkpoint keys
@@ -24,7 +27,7 @@ import os.path as osp
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import cv2
@@ -42,9 +45,18 @@ from tqdm import tqdm  # noqa: E402
 from rainmer.archs.fast import set_fast  # noqa: E402
 from rainmer.compat.checkpoint import key_mismatch  # noqa: E402
 from rainmer.errors import OptionError, UserError  # noqa: E402
-from rainmer.models.derain_model import AMP_DTYPES, restore_image, size_multiple  # noqa: E402
+from rainmer.models.derain_model import AMP_DTYPES, DerainModel, restore_image, size_multiple  # noqa: E402
 from rainmer.tools.compare import _newest_network, _param_key, resolve_model  # noqa: E402
 from rainmer.tools.convert_checkpoint import convert_reference_state_dict, public_prompt_fusion  # noqa: E402
+from rainmer.tools.derain_video import (  # noqa: E402
+    VIDEO_EXTENSIONS,
+    VideoError,
+    VideoInfo,
+    VideoSink,
+    is_video,
+    probe_video,
+    read_frames,
+)
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 JPEG_EXTENSIONS = ('.jpg', '.jpeg')
@@ -66,8 +78,15 @@ def _is_image(path: str) -> bool:
     return path.lower().endswith(IMAGE_EXTENSIONS)
 
 
+def _is_input(path: str) -> bool:
+    return _is_image(path) or is_video(path)
+
+
+_KINDS = ', '.join(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
+
+
 def collect_inputs(inputs: list[str], recursive: bool) -> list[Job]:
-    """Files, folders (recursively with ``recursive``) and globs as jobs with their output paths."""
+    """Image and video files, folders (recursively with ``recursive``) and globs as jobs with their output paths."""
     jobs = []
     for spec in inputs:
         if osp.isdir(spec):
@@ -75,27 +94,35 @@ def collect_inputs(inputs: list[str], recursive: bool) -> list[Job]:
                 found = [osp.join(root, name) for root, dirs, names in os.walk(spec) for name in names]
             else:
                 found = [osp.join(spec, name) for name in os.listdir(spec)]
-            images = sorted(path for path in found if osp.isfile(path) and _is_image(path))
-            if not images:
-                raise DerainError(f'{spec}: no images ({", ".join(IMAGE_EXTENSIONS)}) in this folder'
+            files = sorted(path for path in found if osp.isfile(path) and _is_input(path))
+            if not files:
+                raise DerainError(f'{spec}: no images or videos ({_KINDS}) in this folder'
                                   + ('' if recursive else '; --recursive reads its subfolders'))
-            jobs += [Job(path, osp.relpath(path, spec)) for path in images]
+            jobs += [Job(path, osp.relpath(path, spec)) for path in files]
         elif osp.isfile(spec):
-            if not _is_image(spec):
-                raise DerainError(f'{spec}: not an image file ({", ".join(IMAGE_EXTENSIONS)})')
+            if not _is_input(spec):
+                raise DerainError(f'{spec}: not an image or video file ({_KINDS})')
             jobs.append(Job(spec, osp.basename(spec)))
         else:
             matches = sorted(path for path in glob.glob(spec, recursive=recursive)
-                             if osp.isfile(path) and _is_image(path))
+                             if osp.isfile(path) and _is_input(path))
             if not matches:
-                raise FileNotFoundError(f'{spec}: no such image, folder or matching image')
+                raise FileNotFoundError(f'{spec}: no such image, video, folder or matching file')
             jobs += [Job(path, osp.basename(path)) for path in matches]
     return jobs
 
 
 def output_path(job: Job, out_dir: str, png: bool) -> str:
+    """Where a job's output goes: its relative path under OUT (images as PNG with ``png``; videos keep their
+    container)."""
     stem, ext = osp.splitext(job.relative)
-    return osp.join(out_dir, stem + ('.png' if png else ext))
+    return osp.join(out_dir, stem + ('.png' if png and not is_video(job.source) else ext))
+
+
+def compare_path(job: Job, out_dir: str) -> str:
+    """Where ``--compare`` writes input | output: ``<stem>_compare.png``, or ``<stem>_compare<ext>`` for a video."""
+    stem, ext = osp.splitext(job.relative)
+    return osp.join(out_dir, stem + '_compare' + (ext if is_video(job.source) else '.png'))
 
 
 def check_outputs(jobs: list[Job], inputs: list[str], out_dir: str, recursive: bool, png: bool,
@@ -115,7 +142,7 @@ def check_outputs(jobs: list[Job], inputs: list[str], out_dir: str, recursive: b
     for job in jobs:
         targets = [output_path(job, out_dir, png)]
         if compare:
-            targets.append(osp.join(out_dir, osp.splitext(job.relative)[0] + '_compare.png'))
+            targets.append(compare_path(job, out_dir))
         for target in targets:
             real = osp.realpath(target)
             if real in sources:
@@ -293,17 +320,21 @@ def _gt_for(job: Job, gt_dir: str) -> str | None:
     return None
 
 
-def image_metrics(output: np.ndarray, gt: np.ndarray) -> dict[str, float]:
-    """PSNR/SSIM on Y of uint8 BGR images in both protocols (BasicSR's and the public Rainmer code's)."""
+def image_metrics(output: torch.Tensor, gt: np.ndarray) -> dict[str, float]:
+    """PSNR/SSIM on Y of the network's RGB [1, 3, H, W] output against a uint8 BGR ground truth, in both protocols,
+    from the same data as ``basicsr test`` (``DerainModel.metric_data``): BasicSR's on the 8-bit output, the public
+    Rainmer code's on the float output clamped to [0, 1]."""
     from basicsr.metrics import calculate_psnr, calculate_ssim
 
     from rainmer.metrics import calculate_psnr_rainmer, calculate_ssim_rainmer
 
+    cpu = torch.device('cpu')
+    data = DerainModel.metric_data({'result': output.detach().float().cpu(), 'gt': to_tensor(gt, cpu)})
     return {
-        'psnr_y': float(calculate_psnr(output, gt, crop_border=0, test_y_channel=True)),
-        'ssim_y': float(calculate_ssim(output, gt, crop_border=0, test_y_channel=True)),
-        'psnr_rainmer': float(calculate_psnr_rainmer(output, gt, crop_border=0, test_y_channel=True)),
-        'ssim_rainmer': float(calculate_ssim_rainmer(output, gt, crop_border=0, test_y_channel=True)),
+        'psnr_y': float(calculate_psnr(**data, crop_border=0, test_y_channel=True)),
+        'ssim_y': float(calculate_ssim(**data, crop_border=0, test_y_channel=True)),
+        'psnr_rainmer': float(calculate_psnr_rainmer(**data, crop_border=0, test_y_channel=True)),
+        'ssim_rainmer': float(calculate_ssim_rainmer(**data, crop_border=0, test_y_channel=True)),
     }
 
 
@@ -312,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='rainmer derain', description='Derain photographs with a trained or converted checkpoint '
         '(docs/derain.md).')
-    parser.add_argument('inputs', nargs='+', metavar='INPUT', help='image files, folders or globs')
+    parser.add_argument('inputs', nargs='+', metavar='INPUT', help='image files, videos, folders or globs')
     parser.add_argument('-o', '--output', required=True, metavar='OUT', help='output folder')
     parser.add_argument('--weights', help='experiment folder (experiments/<name>) or checkpoint (.pth)')
     parser.add_argument('--opt', help='train or test option YAML (its network_g; its checkpoint unless --weights)')
@@ -321,7 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help='network arguments, values in YAML (e.g. dim=48 num_blocks=[4,6,6,8])')
     parser.add_argument('--ema', action='store_true', help='load params_ema instead of params')
     parser.add_argument('--recursive', '-r', action='store_true', help='read folders recursively (mirrored in OUT)')
-    parser.add_argument('--png', action='store_true', help='write every output as PNG')
+    parser.add_argument('--png', action='store_true',
+                        help='write every image output as PNG (videos keep their container)')
     parser.add_argument('--tile', type=int, default=None,
                         help=f'tile size (default: 512 for images above {AUTO_TILE_ABOVE} px; 0: never tile)')
     parser.add_argument('--overlap', type=int, default=32, help='tile overlap in pixels (32)')
@@ -330,9 +362,47 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--amp', choices=('bf16', 'fp16'), default=None, help='autocast dtype (default: fp32)')
     parser.add_argument('--fast', choices=('auto', 'on', 'off'), default=None,
                         help="the networks' fast evaluation (default: as the options say)")
-    parser.add_argument('--compare', action='store_true', help='also write <name>_compare.png: input | output')
-    parser.add_argument('--gt', metavar='DIR', help='ground-truth folder (same names): PSNR/SSIM into metrics.csv')
+    parser.add_argument('--compare', action='store_true',
+                        help='also write <name>_compare.png (videos: <name>_compare.<ext>): input | output')
+    parser.add_argument('--gt', metavar='DIR',
+                        help='ground-truth folder (same names): PSNR/SSIM of the images into metrics.csv')
     return parser
+
+
+def side_by_side(image: np.ndarray, restored: np.ndarray) -> np.ndarray:
+    """input | output, the output resized to the input's size if the network changed it."""
+    if restored.shape != image.shape:
+        restored = cv2.resize(restored, image.shape[1::-1], interpolation=cv2.INTER_CUBIC)
+    return np.concatenate([image, restored], axis=1)
+
+
+def _plural(count: int, word: str) -> str:
+    return f'{count} {word}{"s" * (count != 1)}'
+
+
+def _note(message: str) -> None:
+    tqdm.write(f'note: {message}', file=sys.stderr)
+
+
+def derain_video(job: Job, info: VideoInfo, derain: Callable[[np.ndarray], tuple[np.ndarray, torch.Tensor]],
+                 out_dir: str, compare: bool, bar: tqdm) -> int:
+    """Restore a video frame by frame (one frame in memory) into OUT (and its input | output video with
+    ``compare``); ``derain(frame)`` returns (restored frame, float output). Returns the number of frames."""
+    with VideoSink(output_path(job, out_dir, False), info.fps, _note) as sink, \
+            VideoSink(compare_path(job, out_dir), info.fps, _note) as side:  # opens at its first frame: unused
+        for frame in read_frames(job.source):
+            restored, _ = derain(frame)
+            sink.write(restored)
+            if compare:
+                side.write(side_by_side(frame, restored))
+            bar.update(1)
+    if not sink.written:
+        raise VideoError(f'{job.source}: OpenCV read no frame of this video (damaged, or a codec its build lacks); '
+                         'convert it, e.g. to .mp4 or .avi (MJPG)')
+    if sink.written != (info.frames or 1):  # the container's frame count was an estimate
+        bar.total += sink.written - (info.frames or 1)
+        bar.refresh()
+    return sink.written
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -345,6 +415,9 @@ def main(argv: list[str] | None = None) -> int:
         raise FileNotFoundError(f'--gt {args.gt}: no such folder')
     jobs = collect_inputs(args.inputs, args.recursive)
     check_outputs(jobs, args.inputs, args.output, args.recursive, args.png, args.compare)
+    videos: dict[str, VideoInfo] = {job.source: probe_video(job.source) for job in jobs if is_video(job.source)}
+    if args.gt and len(videos) == len(jobs):
+        raise OptionError('--gt measures images, and every input is a video; derain videos without --gt')
 
     network_opt, checkpoint, opt = resolve_network(args)
     preferred = (opt.get('path') or {}).get('param_key_g') or 'params'
@@ -356,28 +429,38 @@ def main(argv: list[str] | None = None) -> int:
     dtype = AMP_DTYPES[args.amp] if args.amp else None
     tile_default = 512
 
+    def derain(image: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+        """(the restored BGR uint8 image, the network's float output) of one image or frame."""
+        tile = args.tile if args.tile is not None else (tile_default if max(image.shape[:2]) > AUTO_TILE_ABOVE
+                                                        else 0)
+        with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            output = restore(net, network_opt, to_tensor(image, device), tile, args.overlap, args.pad_multiple)
+        output = output.float()
+        return to_image(output), output
+
+    if args.gt and videos:
+        _note(f'--gt: {_plural(len(videos), "video")} not measured (metrics are for images)')
     rows = []
+    frames = 0
+    total = sum(1 if job.source not in videos else videos[job.source].frames or 1 for job in jobs)
     start = time.perf_counter()
-    with tqdm(jobs, unit='img', desc='derain', file=sys.stderr) as bar:
-        for job in bar:
+    with tqdm(total=total, unit='frame' if videos else 'img', desc='derain', file=sys.stderr) as bar:
+        for job in jobs:
+            if job.source in videos:
+                frames += derain_video(job, videos[job.source], derain, args.output, args.compare, bar)
+                continue
             image = read_image(job.source)
-            tile = args.tile if args.tile is not None else (tile_default if max(image.shape[:2]) > AUTO_TILE_ABOVE
-                                                            else 0)
-            lq = to_tensor(image, device)
-            with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                output = restore(net, network_opt, lq, tile, args.overlap, args.pad_multiple)
-            restored = to_image(output)
+            restored, output = derain(image)
             write_image(output_path(job, args.output, args.png), restored)
             if args.compare:
-                side = restored if restored.shape == image.shape else cv2.resize(
-                    restored, image.shape[1::-1], interpolation=cv2.INTER_CUBIC)
-                write_image(osp.join(args.output, osp.splitext(job.relative)[0] + '_compare.png'),
-                            np.concatenate([image, side], axis=1))
+                write_image(compare_path(job, args.output), side_by_side(image, restored))
             if args.gt:
                 gt_path = _gt_for(job, args.gt)
                 if gt_path is None:
                     raise FileNotFoundError(f'--gt {args.gt}: no ground truth for {job.relative}')
-                rows.append({'image': job.relative, **image_metrics(restored, read_image(gt_path))})
+                rows.append({'image': job.relative, **image_metrics(output, read_image(gt_path))})
+            frames += 1
+            bar.update(1)
     seconds = time.perf_counter() - start
     if rows:
         metrics_file = osp.join(args.output, 'metrics.csv')
@@ -387,10 +470,14 @@ def main(argv: list[str] | None = None) -> int:
             writer = csv.DictWriter(f, fieldnames=['image', *names])
             writer.writeheader()
             for row in [*rows, mean]:
-                writer.writerow({k: (f'{v:.4f}' if isinstance(v, float) else v) for k, v in row.items()})
+                writer.writerow({k: (f'{v:.6f}' if isinstance(v, float) else v) for k, v in row.items()})
         print('mean ' + ', '.join(f'{key} {mean[key]:.4f}' for key in names) + f' ({metrics_file})')
-    print(f'derained {len(jobs)} image{"s" * (len(jobs) != 1)} in {seconds:.1f} s '
-          f'({len(jobs) / max(seconds, 1e-9):.2f} img/s) on {device.type} -> {args.output}')
+    images = len(jobs) - len(videos)
+    done = ' and '.join(([_plural(images, 'image')] if images else [])
+                        + ([f'{_plural(len(videos), "video")} ({_plural(frames - images, "frame")})'] if videos
+                           else []))
+    rate = f'{frames / max(seconds, 1e-9):.2f} {"frames" if videos else "img"}/s'
+    print(f'derained {done} in {seconds:.1f} s ({rate}) on {device.type} -> {args.output}')
     return 0
 
 
