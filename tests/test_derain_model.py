@@ -211,3 +211,18 @@ def test_metrics_on_a_set_without_ground_truth_is_one_line(tmp_path):
     result = run_command(['basicsr', 'test', '-opt', write_yaml(str(tmp_path / 'test.yml'), opt)], cwd=str(tmp_path))
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(list((tmp_path / 'results' / 'no_gt' / 'visualization' / 'photos').glob('*.png'))) == 2
+
+
+@pytest.mark.parametrize('layout', ['basicsr', 'bare', 'lightning', 'dataparallel', 'public_training_code'])
+def test_released_checkpoint_layouts_load_with_the_default_param_key(tmp_path, layout):
+    """PReNet/IDT/RCDNet release bare state dicts, PromptIR a Lightning checkpoint (`net.` keys under state_dict)."""
+    model = _tiny_model(tmp_path)
+    reference = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in model.net_g.state_dict().items()}
+    saved = {'basicsr': {'params': reference}, 'bare': reference,
+             'lightning': {'state_dict': {f'net.{k}': v for k, v in reference.items()}, 'epoch': 3,
+                           'pytorch-lightning_version': '2.1.0'},
+             'dataparallel': {f'module.{k}': v for k, v in reference.items()},
+             'public_training_code': {'model': reference, 'epoch': 3}}[layout]
+    torch.save(saved, tmp_path / 'released.pth')
+    model.load_network(model.net_g, str(tmp_path / 'released.pth'), True, 'params')
+    assert all(torch.equal(v, reference[k]) for k, v in model.net_g.state_dict().items())

@@ -1,6 +1,7 @@
 """Checkpoint I/O: atomic writes, resume states that load on CPU under ``weights_only=True``, and network files
 that do not load reported in one line."""
 import collections
+import collections.abc
 import os
 import os.path as osp
 import pickle
@@ -201,22 +202,61 @@ class CheckpointError(UserError):
     """A network file that cannot be read, or whose tensors do not fit the configured network."""
 
 
-_toolbox_load_network = BaseModel.load_network
 _LOAD_ERRORS = (RuntimeError, EOFError, KeyError, pickle.UnpicklingError, zipfile.BadZipFile)
 
 
+def network_state(saved, param_key: str | None, path: str) -> tuple[collections.OrderedDict, str]:
+    """The network's state dict in a loaded checkpoint, and where it was found.
+
+    ``param_key`` (``params`` / ``params_ema``: BasicSR), else ``params``, else ``state_dict`` (PyTorch Lightning,
+    e.g. PromptIR's release; a ``net.``/``model.`` prefix shared by every key is removed), else ``model`` (the public
+    Rainmer/DRSformer training code), else the file itself when it is a bare state dict (PReNet, IDT, RCDNet
+    releases). ``module.`` and ``_orig_mod.`` prefixes (DataParallel, torch.compile) are removed.
+    """
+    if not isinstance(saved, collections.abc.Mapping):
+        raise CheckpointError(f'{path}: does not hold a state dict')
+    candidates = [param_key, 'params', 'state_dict', 'model'] if param_key else []
+    where = next((k for k in candidates if isinstance(saved.get(k), collections.abc.Mapping)), None)
+    if where is None and not all(isinstance(v, torch.Tensor) for v in saved.values()):
+        raise CheckpointError(f'{path}: has no network weights under {", ".join(map(repr, candidates))} and is not a '
+                              f'bare state dict (it has {", ".join(map(str, list(saved)[:6]))}); set '
+                              'path.param_key_g to the entry holding the network')
+    state = saved if where is None else saved[where]
+    names = list(state)
+    for wrapper in ('net.', 'model.'):  # a training framework's attribute holding the network
+        if where == 'state_dict' and names and all(name.startswith(wrapper) for name in names):
+            names = [name[len(wrapper):] for name in names]
+    cleaned = collections.OrderedDict()
+    for name, value in zip(names, state.values()):
+        for prefix in ('module.', '_orig_mod.'):
+            name = name.removeprefix(prefix)
+        cleaned[name] = value
+    return cleaned, where or 'the whole file'
+
+
 def load_network(self: BaseModel, net, load_path: str, strict: bool = True, param_key='params') -> None:
-    """The toolbox's ``load_network`` (wrapped): a missing, unreadable or mismatched file is one line that names it
-    (instead of a traceback listing hundreds of keys)."""
+    """The toolbox's ``load_network``, reading every checkpoint layout :func:`network_state` knows (so released
+    checkpoints of the public codes load as they are); a missing, unreadable or mismatched file is one line that
+    names it (instead of a traceback listing hundreds of keys)."""
     if not osp.isfile(load_path):
         raise CheckpointError(f'{load_path}: no network file there (path.pretrain_network_g)')
+    bare = self.get_bare_model(net)
     try:
-        _toolbox_load_network(self, net, load_path, strict, param_key)
+        saved = torch.load(load_path, map_location='cpu', weights_only=True)
+    except Exception as error:  # noqa: BLE001 (any failure to read means the same thing to the user)
+        raise CheckpointError(describe_load_failure(bare, load_path, param_key, error)) from error
+    state, where = network_state(saved, param_key, load_path)
+    get_root_logger().info(f'Loading {type(bare).__name__} from {load_path} ({where}).')
+    try:
+        if not strict:  # a strict load fails on any difference, summarised below (networks may rename public layouts
+            self._print_different_keys_loading(bare, state, strict)  # in a load_state_dict pre-hook)
+        bare.load_state_dict(state, strict=strict)
     except _LOAD_ERRORS as error:
-        raise CheckpointError(describe_load_failure(self.get_bare_model(net), load_path, param_key, error)) from error
+        raise CheckpointError(describe_load_failure(bare, load_path, param_key, error)) from error
 
 
-def describe_load_failure(net: torch.nn.Module, load_path: str, param_key: str | None, error: BaseException) -> str:
+def describe_load_failure(net: torch.nn.Module, load_path: str, param_key: str | None,
+                          error: BaseException | None) -> str:
     """One line: why ``load_path`` does not load into ``net`` (unreadable, no such entry, or which keys differ)."""
     try:
         saved = torch.load(load_path, map_location='cpu', weights_only=True)
@@ -224,13 +264,9 @@ def describe_load_failure(net: torch.nn.Module, load_path: str, param_key: str |
         reason = str(read_error).strip().splitlines()[0].split('. ')[0] if str(read_error).strip() else \
             type(read_error).__name__
         return f'{load_path}: cannot be read as a PyTorch file (truncated or another format?): {reason}'
-    if param_key is not None and isinstance(saved, dict) and param_key not in saved and 'params' not in saved:
-        return (f'{load_path}: has no {param_key!r} entry (it has {sorted(saved)[:6]}); set path.param_key_g to the '
-                f'one holding the network')
-    state = saved.get(param_key) or saved.get('params') if isinstance(saved, dict) and param_key else saved
-    state = {key[7:] if key.startswith('module.') else key: value for key, value in state.items()}
+    state, _ = network_state(saved, param_key, load_path)
     return (f'{load_path} does not fit network_g ({type(net).__name__}): '
-            f'{key_mismatch(net.state_dict(), state) or "its tensors do not load"}; '
+            f'{key_mismatch(net.state_dict(), state) or f"its tensors do not load ({error})"}; '
             f'was it trained with other network_g options (type, dim, num_blocks, ...)?')
 
 

@@ -24,7 +24,7 @@ TARGETS: tuple[tuple[str, str], ...] = (
     ('basicsr.models.base_model', 'BaseModel.validation'),            # model.py wraps
     ('basicsr.models.lr_scheduler', 'MultiStepRestartLR'),            # model.py reads (registered as schedulers)
     ('basicsr.models.lr_scheduler', 'CosineAnnealingRestartLR'),      # model.py reads
-    ('basicsr.models.base_model', 'BaseModel.load_network'),          # checkpoint.py wraps
+    ('basicsr.models.base_model', 'BaseModel.load_network'),          # checkpoint.py replaces
     ('basicsr.models.base_model', 'BaseModel.save_network'),          # checkpoint.py replaces
     ('basicsr.models.base_model', 'BaseModel.save_training_state'),   # checkpoint.py replaces
     ('basicsr.models.base_model', 'BaseModel.get_bare_model'),        # checkpoint.py reads

@@ -43,10 +43,10 @@ from basicsr.archs import build_network  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from rainmer.archs.fast import set_fast  # noqa: E402
-from rainmer.compat.checkpoint import key_mismatch  # noqa: E402
+from rainmer.compat.checkpoint import CheckpointError, key_mismatch, network_state  # noqa: E402
 from rainmer.errors import OptionError, UserError  # noqa: E402
 from rainmer.models.derain_model import AMP_DTYPES, DerainModel, restore_image, size_multiple  # noqa: E402
-from rainmer.tools.compare import _newest_network, _param_key, resolve_model  # noqa: E402
+from rainmer.tools.compare import _newest_network, resolve_model  # noqa: E402
 from rainmer.tools.convert_checkpoint import convert_reference_state_dict, public_prompt_fusion  # noqa: E402
 from rainmer.tools.derain_video import (  # noqa: E402
     VIDEO_EXTENSIONS,
@@ -238,28 +238,19 @@ def resolve_network(args) -> tuple[dict, str, dict]:
 
 
 def load_state_dict(checkpoint: str, ema: bool, preferred: str | None) -> OrderedDict:
-    """The network's state dict in ``checkpoint`` (``params``/``params_ema``/``state_dict``/``model`` or bare), with
-    ``module.``/``_orig_mod.`` prefixes removed."""
+    """The network's state dict in ``checkpoint`` (every layout :func:`network_state` reads), ``params_ema`` with
+    ``ema``."""
     try:
         saved = torch.load(checkpoint, map_location='cpu', weights_only=True)
     except Exception as error:  # pickle/zip errors of a file that is not a checkpoint
         raise DerainError(f'{checkpoint}: not a readable PyTorch checkpoint ({type(error).__name__})') from error
-    if not isinstance(saved, Mapping):
-        raise DerainError(f'{checkpoint}: does not hold a state dict')
-    if isinstance(saved.get('model'), Mapping) and not any(k in saved for k in ('params', 'params_ema', 'state_dict')):
-        state = saved['model']  # the public Rainmer/DRSformer training code
-    else:
-        key = _param_key(checkpoint, 'params_ema' if ema else preferred)
-        if ema and key != 'params_ema':
-            raise DerainError(f'{checkpoint}: --ema, but the checkpoint has no params_ema '
-                              f'(keys: {", ".join(map(str, saved))})')
-        state = saved if key is None else saved[key]
-    cleaned = OrderedDict()
-    for name, value in state.items():
-        for prefix in ('module.', '_orig_mod.'):
-            name = name.removeprefix(prefix)
-        cleaned[name] = value
-    return cleaned
+    if ema and not (isinstance(saved, Mapping) and 'params_ema' in saved):
+        keys = ', '.join(map(str, saved)) if isinstance(saved, Mapping) else type(saved).__name__
+        raise DerainError(f'{checkpoint}: --ema, but the checkpoint has no params_ema (keys: {keys})')
+    try:
+        return network_state(saved, 'params_ema' if ema else preferred or 'params', checkpoint)[0]
+    except CheckpointError as error:
+        raise DerainError(str(error)) from error
 
 
 def build_restorer(network_opt: dict, checkpoint: str, ema: bool, preferred: str | None) -> tuple[torch.nn.Module,
