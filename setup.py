@@ -18,7 +18,7 @@ setup(
     long_description_content_type='text/markdown',
     packages=find_packages(exclude=('tests', 'scripts', 'options')),
     include_package_data=True,
-    package_data={'rainmer': ['csrc/*.c']},  # built at first use (rainmer/utils/native.py)
+    package_data={'rainmer': ['csrc/*.c', 'archs/*.npy']},  # built at first use (rainmer/utils/native.py)
     python_requires='>=3.10',
     install_requires=[
         'basicsr==1.4.2',
