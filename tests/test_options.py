@@ -86,6 +86,35 @@ def test_comparison_configs_differ_from_rainmer_only_in_the_network(name):
     assert other == rainmer
 
 
+# The comparison roster with the method's own objective: (config, reference, the train keys allowed to differ,
+# the model class). Data, schedule, clipping, validation and logging are the reference's.
+OWN_LOSS_COMPARISONS = [
+    ('restormer_mixed.yml', 'rainmer_mixed.yml', 'L1Loss', 'DerainModel'),
+    ('promptir_mixed.yml', 'rainmer_mixed.yml', 'L1Loss', 'DerainModel'),
+    ('prenet_mixed.yml', 'rainmer_mixed.yml', 'SSIMLoss', 'DerainModel'),
+    ('brn_mixed.yml', 'rainmer_mixed.yml', 'SSIMLoss', 'DerainModel'),
+    ('idt_mixed.yml', 'rainmer_mixed.yml', 'SSIMLoss', 'DerainModel'),
+    ('rcdnet_mixed.yml', 'rainmer_mixed.yml', 'RCDNetLoss', 'RCDNetModel'),
+    ('restormer_allweather.yml', 'rainmer_allweather.yml', 'L1Loss', 'DerainModel'),
+    ('promptir_allweather.yml', 'rainmer_allweather.yml', 'L1Loss', 'DerainModel'),
+]
+
+
+@pytest.mark.parametrize('name, reference, loss, model', OWN_LOSS_COMPARISONS, ids=[c[0] for c in OWN_LOSS_COMPARISONS])
+def test_roster_configs_differ_from_rainmer_only_in_the_network_and_its_objective(name, reference, loss, model):
+    from basicsr.utils.registry import MODEL_REGISTRY
+
+    rainmer, other = _option(reference), _option(name)
+    assert other['model_type'] == model and other['train']['pixel_opt']['type'] == loss
+    rainmer_only = MODEL_REGISTRY.get('RainmerModel').TRAIN_KEYS - MODEL_REGISTRY.get('DerainModel').TRAIN_KEYS
+    for opt in (rainmer, other):
+        for key in ('name', 'network_g', 'model_type', 'find_unused_parameters'):
+            opt.pop(key, None)
+        for key in (*rainmer_only, 'pixel_opt', 'ssim_opt'):
+            opt['train'].pop(key, None)
+    assert other == rainmer
+
+
 @pytest.mark.parametrize('path', [p for p in OPTIONS if '/test/' in p], ids=osp.basename)
 def test_test_configs_use_their_training_configs_network(path):
     test_opt = load_yaml(path)
