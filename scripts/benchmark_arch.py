@@ -42,7 +42,11 @@ from rainmer.archs.modules.fastpath import convertible
 from rainmer.utils.allocator import tune_malloc
 from rainmer.utils.benchmarking import flop_counter, peak_memory_mib, proxy_training_loss, set_variant, synchronize
 
-ARCHS = ('rainmer', 'drsformer', 'nerdrain', 'nerdrain_s', 'swinir', 'tksa')
+ARCHS = ('rainmer', 'drsformer', 'nerdrain', 'nerdrain_s', 'swinir', 'restormer', 'promptir', 'prenet', 'brn', 'rcdnet',
+         'idt', 'tksa')
+# the comparison roster at the public codes' defaults: name -> registered class
+ROSTER = {'restormer': 'Restormer', 'promptir': 'PromptIR', 'prenet': 'PReNet', 'brn': 'BRN', 'rcdnet': 'RCDNet',
+          'idt': 'IDT'}
 TKSA_ARCHS = ('rainmer', 'drsformer', 'tksa')
 N_NEG = 4
 PROMPT_SIZE = 128
@@ -79,6 +83,10 @@ def build(arch: str) -> nn.Module:
         # SwinIR's colour denoising / deraining-style restorer (upscale 1, no upsampler)
         return SwinIR(upscale=1, in_chans=3, img_size=128, window_size=8, img_range=1.0, depths=[6] * 6,
                       embed_dim=180, num_heads=[6] * 6, mlp_ratio=2, upsampler='', resi_connection='1conv')
+    if arch in ROSTER:
+        from basicsr.utils.registry import ARCH_REGISTRY
+
+        return ARCH_REGISTRY.get(ROSTER[arch])()
     if arch == 'tksa':
         from rainmer.archs.modules.tksa import TopKSparseAttention
 

@@ -11,7 +11,7 @@ Both start from ``y`` with zero states; ``recurrent_iter`` stages share their we
 public Rainmer code's comparison (``models/BRN.py``, ``configs/brn_config.yaml``: 8 stages): the authors' BRN
 (csdwren/RecDerain ``generator.py``) without its ``res_conv4_r`` / ``res_conv5_r``, which that forward never
 uses. Released RecDerain checkpoints (which hold them) still load strictly: those two blocks' weights are dropped
-on loading (``param_key_g: ~``; BasicSR strips the ``module.`` prefix of their DataParallel saves). The public
+on loading (the file is read as a bare state dict, its DataParallel ``module.`` prefix removed). The public
 ``use_GPU`` flag is gone: states follow the input's device and dtype.
 """
 from collections.abc import Sequence

@@ -271,7 +271,7 @@ def centre_weights(size: int, device: torch.device | None = None, dtype: torch.d
 @ARCH_REGISTRY.register()
 class IDT(nn.Module):
     """IDT with the defaults of the public ``models/IDT.py`` that Rainmer trains (16,416,463 parameters; its key
-    names and shapes, so the public ``net_latest.pth`` files load strictly, with ``param_key_g: ~``; BasicSR strips
+    names and shapes, so the public ``net_latest.pth`` files load strictly (read as bare state dicts); BasicSR strips
     the ``module.`` prefix of their DataParallel saves).
 
     ``forward(x)`` runs the public network directly on ``img_size`` x ``img_size`` inputs (the training crops) and

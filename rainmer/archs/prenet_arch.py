@@ -7,7 +7,7 @@ runs ``recurrent_iter`` times with shared weights, starting from ``y`` with zero
 
 Module names are the public ``networks.py`` class ``PReNet`` (csdwren/PReNet), which is also the ``models/PReNet.py``
 of the public Rainmer code's comparison (``configs/prenet_config.yaml``: 6 stages), so released checkpoints (bare
-state dicts: ``param_key_g: ~``) load strictly. The public ``use_GPU`` flag is gone: the LSTM states follow the
+state dicts, read as they are) load strictly. The public ``use_GPU`` flag is gone: the LSTM states follow the
 input's device and dtype.
 """
 from collections.abc import Iterable, Sequence
