@@ -1,6 +1,7 @@
 """`rainmer ablate` end to end at a tiny size (2 variants, 1 seed, 2 iterations, photographs of odd sizes): the table,
 the chart and the grid; numbers equal to what `basicsr test` logged for the same checkpoints; a rerun retrains
-nothing. Plus the option files of every variant, checked without training."""
+nothing. Plus the option files of every variant (the comparison roster's too) and the roster's networks and report,
+checked without training."""
 import csv
 import glob
 import os
@@ -9,19 +10,36 @@ import re
 import cv2
 import numpy as np
 import pytest
-from toolbox_fixtures import run_command
+import torch
+from toolbox_fixtures import REPO_ROOT, run_command
 
 from rainmer.option_check import check_options
+from rainmer.options import load_yaml
+from rainmer.tools.ablate import build_parser
 from rainmer.tools.ablate import main as ablate_main
 from rainmer.tools.ablate_options import (
+    ALL_VARIANTS,
+    PROMPTIR_PROMPT_DIMS,
     RAINMER_ONLY_TRAIN_KEYS,
+    ROSTER_VARIANTS,
     VARIANTS,
     ablation_test_options,
     ablation_train_options,
+    network_options,
     parse_variants,
     sizes_for,
 )
-from rainmer.tools.ablate_report import GROUPS, mean_std, network_cost
+from rainmer.tools.ablate_report import (
+    GROUPS,
+    bar_chart,
+    cost_table,
+    mean_std,
+    metric_table,
+    network_cost,
+    summarise,
+    variant_colour,
+    write_grid,
+)
 
 VARIANTS_RUN = ('rainmer', 'swinir')
 ARGS = ['--variants', ','.join(VARIANTS_RUN), '--seeds', '1', '--iters', '2', '--scale', '0.34']
@@ -171,6 +189,111 @@ def test_every_variant_trains_on_the_same_data_with_the_same_recipe():
     assert sizes.crop % options['swinir']['network_g']['window_size'] == 0
 
 
+DEFAULT_VARIANTS = ('rainmer', 'no_chromatic', 'no_degradation', 'baseline', 'drsformer', 'swinir')
+
+
+def test_default_variants_are_the_six_of_the_ablation():
+    assert tuple(VARIANTS) == DEFAULT_VARIANTS
+    assert parse_variants(build_parser().parse_args([]).variants) == list(DEFAULT_VARIANTS)
+    assert list(ALL_VARIANTS) == [*DEFAULT_VARIANTS, 'restormer', 'promptir', 'prenet', 'brn', 'rcdnet', 'idt']
+    assert parse_variants('idt,rainmer,rcdnet') == ['idt', 'rainmer', 'rcdnet']
+
+
+@pytest.mark.parametrize('variant', ROSTER_VARIANTS)
+def test_roster_variant_differs_from_rainmer_only_in_network_model_and_objective(variant):
+    """The same data, recipe and schedule as the rainmer variant; the network, model and loss of
+    options/<variant>_mixed.yml."""
+    sizes = sizes_for(1.0)
+    reference = ablation_train_options('rainmer', 0, 'data', sizes)
+    opt = ablation_train_options(variant, 0, 'data', sizes)
+    test_opt = ablation_test_options(variant, 0, 'data', sizes)
+    check_options(opt)
+    check_options(test_opt)
+    config = load_yaml(os.path.join(REPO_ROOT, 'options', f'{variant}_mixed.yml'))
+    assert opt['model_type'] == test_opt['model_type'] == config['model_type']
+    assert opt['network_g'] == test_opt['network_g'] and opt['network_g']['type'] == config['network_g']['type']
+    assert opt['train']['pixel_opt'] == config['train']['pixel_opt'] and 'ssim_opt' not in opt['train']
+    assert 'ssim_opt' not in config['train']
+
+    def shared(options: dict) -> dict:
+        options = {k: v for k, v in options.items() if k not in ('name', 'model_type', 'network_g')}
+        options['train'] = {k: v for k, v in options['train'].items()
+                            if k not in (*RAINMER_ONLY_TRAIN_KEYS, 'pixel_opt', 'ssim_opt')}
+        return options
+
+    assert shared(opt) == shared(reference)  # data, crop, iterations, optimiser, schedule, logging, seed
+    reference_test = ablation_test_options('rainmer', 0, 'data', sizes)
+    assert test_opt['path'].pop('pretrain_network_g') == f'experiments/ablate_{variant}_seed0/models/net_g_latest.pth'
+    reference_test['path'].pop('pretrain_network_g')
+    for options in (test_opt, reference_test):  # the same held-out pairs and metrics
+        for key in ('name', 'model_type', 'network_g'):
+            options.pop(key)
+    assert test_opt == reference_test
+
+
+@pytest.fixture(scope='module')
+def rainmer_flops():
+    return network_cost('rainmer', sizes_for(1.0))[1]
+
+
+@pytest.mark.parametrize('variant', ROSTER_VARIANTS)
+def test_roster_network_restores_a_crop_at_about_rainmers_cost(variant, rainmer_flops):
+    from basicsr.utils.registry import ARCH_REGISTRY
+
+    from rainmer.plugins import load_plugins
+    from rainmer.utils.benchmarking import flop_counter
+
+    load_plugins()
+    sizes = sizes_for(1.0)
+    opt = dict(network_options(variant, sizes))
+    torch.manual_seed(0)
+    net = ARCH_REGISTRY.get(opt.pop('type'))(**opt).eval()
+    x = torch.rand(1, 3, sizes.crop, sizes.crop)
+    counter = flop_counter()
+    with torch.no_grad(), counter:
+        y = net(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    assert 0.8 < counter.get_total_flops() / rainmer_flops < 1.25  # docs/ablation.md
+    if variant == 'promptir':  # scaled from the public prompt channels
+        from rainmer.archs.promptir_arch import PROMPT_DIMS
+
+        assert PROMPTIR_PROMPT_DIMS == PROMPT_DIMS
+
+
+def test_report_tells_every_variant_apart(tmp_path):
+    """Table rows, bar colours and grid columns for all twelve variants."""
+    variants = list(ALL_VARIANTS)
+    assert len({variant_colour(v) for v in variants}) == len(variants)
+    rainy = {g: {m: 0.5 for m in METRICS} for g in GROUPS}
+    runs = [dict(variant=v, seed=0, sec_per_iter=0.1, metrics={g: {m: 0.6 + 0.01 * i for m in METRICS}
+                                                                 for g in GROUPS}) for i, v in enumerate(variants)]
+    summary = summarise(runs)
+    table = metric_table(summary, rainy, 'psnr', 'ssim') + cost_table(summary, {v: (1, 1) for v in variants},
+                                                                        sizes_for(1.0))
+    for variant in variants:
+        assert f'| {variant} |' in table and ALL_VARIANTS[variant] in table
+    chart = cv2.imread(bar_chart(summary, rainy, str(tmp_path / 'results.png')))
+    assert chart is not None and chart.shape[1] > 300
+
+    rng = np.random.default_rng(0)
+    colours = rng.integers(0, 256, (len(variants) + 2, 3))
+    for domain in ('day', 'heavy', 'night'):  # rainy input, every variant's output, clean: one colour each
+        paths = [tmp_path / 'data' / 'val' / domain / 'input' / 'a_v0.png',
+                 *(tmp_path / 'results' / f'ablate_{v}_seed0_test' / 'visualization' / domain / 'a_v0_derained.png'
+                   for v in variants), tmp_path / 'data' / 'val' / domain / 'target' / 'a_v0.png']
+        for path, colour in zip(paths, colours):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(path), np.full((24, 24, 3), colour, np.uint8))
+    grid = cv2.imread(write_grid(str(tmp_path), variants, 0, str(tmp_path / 'grid.png')))
+    columns, gap, header = len(variants) + 2, 4, 28
+    panel = (grid.shape[1] - (columns - 1) * gap) // columns
+    assert grid.shape[:2] == (header + 3 * (panel + gap), columns * panel + (columns - 1) * gap)
+    for c, colour in enumerate(colours):
+        x = c * (panel + gap)
+        assert (grid[:header, x + 2:x + panel - 2] < 128).any(), c  # its label
+        np.testing.assert_array_equal(grid[header + panel // 2, x + panel // 2], colour)  # below the domain name
+
+
 def test_scale_multiplies_iterations_crop_and_width():
     base, big = sizes_for(1.0), sizes_for(4.0)
     assert (big.iters, big.crop, big.dim, big.prompt_size) == (4 * base.iters, 4 * base.crop, 4 * base.dim,
@@ -193,7 +316,7 @@ def test_mean_and_sample_standard_deviation():
 
 
 @pytest.mark.parametrize('argv, message', [
-    (['--variants', 'rainmer,unet'], '--variants: unet: choose among'),
+    (['--variants', 'rainmer,unet'], '--variants: unet: choose among rainmer, no_chromatic'),
     (['--seeds', '0'], '--seeds: 0 must be at least 1'),
     (['--scale', '0'], '--scale: 0.0 must be a positive number'),
 ])

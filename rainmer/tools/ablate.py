@@ -9,6 +9,10 @@
    iteration, parameters, FLOPs), ``runs.csv`` (every seed), ``results.png`` (bars with error bars) and
    ``grid.png`` (the same held-out crops restored by every variant).
 
+Default variants: rainmer, no_chromatic, no_degradation, baseline (the paper's ablation), drsformer, swinir. The
+comparison roster is selectable too (``--variants rainmer,restormer,prenet``), each network at the ablation's size
+with its own loss: restormer, promptir (L1), prenet, brn, idt (negative SSIM), rcdnet (its stage-wise loss).
+
 Resumable: a (variant, seed) whose test results exist is neither trained nor tested again; an interrupted training
 (Ctrl-C saves a checkpoint) continues from its last checkpoint when the command is run again. Variants, sizes and
 ``--scale`` for a GPU: docs/ablation.md.
@@ -29,6 +33,7 @@ from rainmer.demo import DOMAINS
 from rainmer.errors import UserError
 from rainmer.tools.ablate_options import (
     METRICS,
+    ROSTER_VARIANTS,
     VARIANTS,
     Sizes,
     ablation_test_options,
@@ -214,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
                         '(default ablation)')
     parser.add_argument('--photos', help="folder of photographs (default: scikit-image's colour samples)")
     parser.add_argument('--variants', default=','.join(VARIANTS),
-                        help=f"comma-separated subset of {','.join(VARIANTS)} (default: all)")
+                        help=f"comma-separated variants, in report order (default: {', '.join(VARIANTS)}); also "
+                        f"the comparison roster: {', '.join(ROSTER_VARIANTS)} (docs/ablation.md)")
     parser.add_argument('--seeds', type=int, default=3, help='training seeds per variant: 0..N-1 (default 3)')
     parser.add_argument('--scale', type=float, default=1.0, help='multiplies iterations, crop, width and prompt '
                         'size (default 1: about an hour for 6 variants x 3 seeds on a 2-core CPU)')

@@ -17,10 +17,14 @@ import numpy as np
 
 from rainmer.demo import DOMAINS
 from rainmer.errors import UserError
-from rainmer.tools.ablate_options import METRICS, VARIANTS, Sizes, network_options, run_name
+from rainmer.tools.ablate_options import ALL_VARIANTS, METRICS, Sizes, network_options, run_name
 
 GROUPS = (*DOMAINS, 'average')
 INPUT = 'rainy input'
+# one colour per variant in every report (matplotlib's tab10, then two more); the rainy input is black
+PALETTE = ('tab:blue', 'tab:orange', 'tab:green', 'tab:red', 'tab:purple', 'tab:brown', 'tab:pink', 'tab:gray',
+           'tab:olive', 'tab:cyan', 'gold', 'navy')
+LEGEND_COLUMNS = 7
 _LOG_LINE = re.compile(r'^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+: (.*)$')
 
 
@@ -150,7 +154,7 @@ def cost_table(summary: dict, costs: dict, sizes: Sizes) -> str:
         params, flops = costs[variant]
         speed = '-' if entry['speed'] is None else (
             f"{entry['speed'][0]:.3f}" + ('' if entry['speed'][1] is None else f" ± {entry['speed'][1]:.3f}"))
-        lines.append(f'| {variant} | {VARIANTS[variant]} | {params:,} | {flops / 1e9:.3f} | {speed} | '
+        lines.append(f'| {variant} | {ALL_VARIANTS[variant]} | {params:,} | {flops / 1e9:.3f} | {speed} | '
                      f"{entry['seeds']} |")
     return '\n'.join(lines)
 
@@ -214,6 +218,11 @@ def run_rows(runs: list[dict]) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------- chart
+def variant_colour(variant: str) -> str:
+    """The bar colour of a variant: fixed by its place in :data:`ALL_VARIANTS`, whatever else is selected."""
+    return PALETTE[list(ALL_VARIANTS).index(variant) % len(PALETTE)]
+
+
 def bar_chart(summary: dict, rainy: dict, path: str) -> str:
     """One panel per metric: a bar per variant in each domain group (error bar: std over seeds), the rainy input
     as a dashed line."""
@@ -232,7 +241,8 @@ def bar_chart(summary: dict, rainy: dict, path: str) -> str:
             means = [s[0] for s in stats]
             errors = [s[1] or 0.0 for s in stats]
             xs = [g + (i - (len(variants) - 1) / 2) * width for g in range(len(GROUPS))]
-            ax.bar(xs, means, width, yerr=errors if any(errors) else None, capsize=3, label=variant)
+            ax.bar(xs, means, width, yerr=errors if any(errors) else None, capsize=3, label=variant,
+                   color=variant_colour(variant))
             values += [m - e for m, e in zip(means, errors)] + [m + e for m, e in zip(means, errors)]
         for g, group in enumerate(GROUPS):
             ax.hlines(rainy[group][metric], g - 0.45, g + 0.45, colors='black', linestyles='dashed',
@@ -245,8 +255,9 @@ def bar_chart(summary: dict, rainy: dict, path: str) -> str:
         ax.set_title(metric)
         ax.grid(axis='y', alpha=0.3)
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc='lower center', ncol=min(len(labels), 7), fontsize='small')
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.legend(handles, labels, loc='lower center', ncol=min(len(labels), LEGEND_COLUMNS), fontsize='small')
+    legend_rows = -(-len(labels) // LEGEND_COLUMNS)
+    fig.tight_layout(rect=(0, 0.015 + 0.035 * legend_rows, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
