@@ -2,33 +2,25 @@
 import rainmer  # noqa: F401  (its compat shim must load before basicsr)
 
 # isort: split
-import json
-import os.path as osp
-
-import cv2
 import pytest
 import torch
 from basicsr.archs import build_network
-from basicsr.models.base_model import BaseModel
-from data_fixtures import make_rain13k
 from public_brn_keys import PUBLIC_BRN_KEYS, PUBLIC_BRN_PARAMETERS, RECDERAIN_BRN_PARAMETERS, RECDERAIN_EXTRA_KEYS
-from toolbox_fixtures import REPO_ROOT, run_command, write_yaml
+from toolbox_fixtures import (
+    assert_checkpoint_loads_strictly,
+    assert_public_layout,
+    random_state,
+    shipped_options,
+    train_and_test_tiny,
+)
 
 from rainmer.archs.brn_arch import BRN
-from rainmer.options import load_yaml
 
 TINY = dict(type='BRN', recurrent_iter=2, channels=8)
 
 
-def _random_state(keys) -> dict:
-    torch.manual_seed(0)
-    return {key: torch.randn(shape) for key, shape in keys}
-
-
 def test_parameter_count_and_keys_are_the_public_ones():
-    net = BRN()
-    assert sum(p.numel() for p in net.parameters()) == PUBLIC_BRN_PARAMETERS
-    assert [(key, tuple(value.shape)) for key, value in net.state_dict().items()] == PUBLIC_BRN_KEYS
+    assert_public_layout(BRN(), PUBLIC_BRN_PARAMETERS, PUBLIC_BRN_KEYS)
     assert PUBLIC_BRN_PARAMETERS + sum(torch.Size(s).numel() for _, s in RECDERAIN_EXTRA_KEYS) == \
         RECDERAIN_BRN_PARAMETERS
 
@@ -36,13 +28,10 @@ def test_parameter_count_and_keys_are_the_public_ones():
 def test_rainmer_and_recderain_checkpoints_load_strictly_through_basicsr(tmp_path):
     """Rainmer's train_brn.py saves the bare state dict; RecDerain's train.py a DataParallel one (``module.``) that
     also holds the unused ``res_conv4_r`` / ``res_conv5_r`` (dropped on loading). Both: ``param_key_g: ~``."""
-    state = _random_state(PUBLIC_BRN_KEYS)
-    recderain = {f'module.{key}': value for key, value in {**state, **_random_state(RECDERAIN_EXTRA_KEYS)}.items()}
+    state = random_state(PUBLIC_BRN_KEYS)
+    recderain = {f'module.{key}': value for key, value in {**state, **random_state(RECDERAIN_EXTRA_KEYS, 1)}.items()}
     for name, saved in (('rainmer.pth', state), ('net_latest.pth', recderain)):
-        torch.save(saved, tmp_path / name)
-        net = BRN()
-        BaseModel.load_network(object.__new__(BaseModel), net, str(tmp_path / name), strict=True, param_key=None)
-        assert all(torch.equal(net.state_dict()[key], value) for key, value in state.items())
+        assert_checkpoint_loads_strictly(BRN(), saved, tmp_path / name, state)
 
 
 def test_only_the_unused_rain_blocks_are_forgiven():
@@ -81,37 +70,7 @@ def test_the_first_rain_stage_does_not_depend_on_the_background_branch():
 
 def test_trains_and_tests_at_an_odd_size_through_basicsr(tmp_path):
     """The shipped options/brn_mixed.yml train section (its SSIM objective) on a tiny BRN, two iterations."""
-    train_root = make_rain13k(str(tmp_path / 'train'), n=2, h=41, w=37)
-    val_root = make_rain13k(str(tmp_path / 'val'), n=1, h=41, w=37, seed=50)
-    shipped = json.loads(json.dumps(load_yaml(osp.join(REPO_ROOT, 'options', 'brn_mixed.yml'))))
+    shipped = shipped_options('brn_mixed.yml')
     assert shipped['train']['pixel_opt'] == {'type': 'SSIMLoss', 'loss_weight': 1.0}
-    val_set = dict(name='Rain100L', type='PairedRainTestDataset', layout='rain13k', root=val_root,
-                   io_backend=dict(type='disk'))
-    metrics = dict(psnr=dict(type='calculate_psnr', crop_border=0, test_y_channel=True))
-    opt = dict(
-        name='brn', model_type=shipped['model_type'], scale=1, num_gpu=0, manual_seed=0, network_g=TINY,
-        datasets=dict(
-            train=dict(name='Rain13K', type='PairedImageDataset', dataroot_lq=osp.join(train_root, 'input'),
-                       dataroot_gt=osp.join(train_root, 'target'), filename_tmpl='{}', io_backend=dict(type='disk'),
-                       gt_size=32, use_hflip=True, use_rot=False, num_worker_per_gpu=0, batch_size_per_gpu=2,
-                       dataset_enlarge_ratio=1, prefetch_mode=None),
-            val=val_set),
-        path=dict(pretrain_network_g=None, strict_load_g=True, resume_state=None),
-        train=dict(shipped['train'], total_iter=2, accumulate_grad_step=1),
-        val=dict(val_freq=2, save_img=False, metrics=metrics),
-        logger=dict(print_freq=1, save_checkpoint_freq=2, use_tb_logger=False))
-    result = run_command(['basicsr', 'train', '-opt', write_yaml(str(tmp_path / 'train.yml'), opt)], cwd=str(tmp_path))
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    weights = tmp_path / 'experiments' / 'brn' / 'models' / 'net_g_latest.pth'
-    assert weights.is_file()
-
-    test_opt = dict(name='brn_test', model_type=opt['model_type'], scale=1, num_gpu=0, network_g=TINY,
-                    datasets=dict(test_1=val_set), path=dict(pretrain_network_g=str(weights), strict_load_g=True),
-                    val=dict(save_img=True, metrics=metrics))
-    result = run_command(['basicsr', 'test', '-opt', write_yaml(str(tmp_path / 'test.yml'), test_opt)],
-                         cwd=str(tmp_path))
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    results = tmp_path / 'results' / 'brn_test'
-    assert json.loads((results / 'metrics.json').read_text())['Rain100L']['psnr'] > 5
-    restored = sorted((results / 'visualization' / 'Rain100L').glob('*.png'))
-    assert len(restored) == 1 and cv2.imread(str(restored[0])).shape == (41, 37, 3)
+    train_and_test_tiny(tmp_path, 'brn', TINY, train=dict(shipped['train'], accumulate_grad_step=1),
+                        model_type=shipped['model_type'])

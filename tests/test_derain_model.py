@@ -3,7 +3,6 @@ import rainmer  # noqa: F401  (its compat shim must load before basicsr)
 
 # isort: split
 import copy
-import json
 import os.path as osp
 
 import pytest
@@ -11,7 +10,14 @@ import torch
 from basicsr.archs import build_network
 from basicsr.models import build_model
 from data_fixtures import make_rain13k
-from toolbox_fixtures import run_command, write_yaml
+from toolbox_fixtures import (
+    PSNR_Y,
+    cyclic_cosine_train,
+    rain13k_train_options,
+    run_command,
+    train_and_test_tiny,
+    write_yaml,
+)
 
 from rainmer.models.derain_model import DerainModel, DivergenceError, ImageSizeError, pad_and_crop, size_multiple
 
@@ -46,61 +52,24 @@ def test_pad_and_crop_returns_the_input_size_and_leaves_multiples_alone():
     assert seen[-1] == (16, 24)
 
 
-def _derain_options(name: str, network_g: dict, train_root: str, val_root: str, total_iter: int = 2) -> dict:
-    """DerainModel on the public Rain13K layout (Restormer's download: input/ and target/, same names)."""
-    pairs = dict(type='PairedRainTestDataset', layout='rain13k', io_backend=dict(type='disk'))
-    return dict(
-        name=name, model_type='DerainModel', scale=1, num_gpu=0, manual_seed=0,
-        datasets=dict(
-            train=dict(name='Rain13K', type='PairedImageDataset', dataroot_lq=osp.join(train_root, 'input'),
-                       dataroot_gt=osp.join(train_root, 'target'), filename_tmpl='{}', io_backend=dict(type='disk'),
-                       gt_size=32, use_hflip=True, use_rot=False, num_worker_per_gpu=0, batch_size_per_gpu=2,
-                       dataset_enlarge_ratio=1, prefetch_mode=None),
-            val=dict(name='Rain100L', root=val_root, **pairs)),
-        network_g=network_g,
-        path=dict(pretrain_network_g=None, strict_load_g=True, resume_state=None),
-        train=dict(optim_g=dict(type='AdamW', lr=1e-3, weight_decay=0, betas=[0.9, 0.999]),
-                   scheduler=dict(type='CosineAnnealingRestartCyclicLR', periods=[1, 1], restart_weights=[1, 1],
-                                  eta_mins=[1e-3, 1e-6]),
-                   total_iter=total_iter, warmup_iter=-1, accumulate_grad_step=1, grad_clip_norm=0.01,
-                   pixel_opt=dict(type='CharbonnierLoss', loss_weight=1.0, eps=1e-6),
-                   ssim_opt=dict(type='SSIMLoss', loss_weight=0.1)),
-        val=dict(val_freq=total_iter, save_img=True, metrics=dict(
-            psnr=dict(type='calculate_psnr', crop_border=0, test_y_channel=True),
-            ssim=dict(type='calculate_ssim', crop_border=0, test_y_channel=True))),
-        logger=dict(print_freq=1, save_checkpoint_freq=total_iter, use_tb_logger=False),
-    )
+def _derain_train() -> dict:
+    """The toolbox configs' objective (Charbonnier + 0.1 SSIM) under Restormer's optimiser and schedule."""
+    return cyclic_cosine_train(accumulate_grad_step=1,
+                               pixel_opt=dict(type='CharbonnierLoss', loss_weight=1.0, eps=1e-6),
+                               ssim_opt=dict(type='SSIMLoss', loss_weight=0.1))
 
 
 @pytest.mark.parametrize('network_g', [SWINIR, RRDB], ids=['SwinIR-window8', 'RRDBNet-scale1'])
 def test_toolbox_networks_train_and_test_at_odd_sizes(tmp_path, network_g):
     """SwinIR needs multiples of its window, RRDBNet (scale 1) of its unshuffle factor 4: it trains on 163x199 images
     and validates and tests on 241x177 ones, whose outputs keep their size."""
-    train_root = make_rain13k(str(tmp_path / 'Datasets/train/Rain13K'), n=3, h=199, w=163)
-    val_root = make_rain13k(str(tmp_path / 'Datasets/test/Rain100L'), n=2, h=177, w=241, seed=50)
-    name = f"derain_{network_g['type']}"
-    opt = _derain_options(name, network_g, train_root, val_root)
-    result = run_command(['basicsr', 'train', '-opt', write_yaml(str(tmp_path / 'train.yml'), opt)], cwd=str(tmp_path))
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    weights = tmp_path / 'experiments' / name / 'models' / 'net_g_latest.pth'
-    assert weights.is_file()
-
-    test_opt = {key: opt[key] for key in ('model_type', 'scale', 'num_gpu', 'manual_seed', 'network_g', 'val')}
-    test_opt.update(name=f'{name}_test', datasets=dict(test_1=opt['datasets']['val']),
-                    path=dict(pretrain_network_g=str(weights), strict_load_g=True))
-    result = run_command(['basicsr', 'test', '-opt', write_yaml(str(tmp_path / 'test.yml'), test_opt)],
-                         cwd=str(tmp_path))
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    results = tmp_path / 'results' / f'{name}_test'
-    metrics = json.loads((results / 'metrics.json').read_text())
-    assert set(metrics['Rain100L']) == {'psnr', 'ssim'} and metrics['Rain100L']['psnr'] > 5
-    import cv2
-    restored = sorted((results / 'visualization' / 'Rain100L').glob('*.png'))
-    assert len(restored) == 2 and all(cv2.imread(str(p)).shape == (177, 241, 3) for p in restored)
+    metrics = dict(PSNR_Y, ssim=dict(type='calculate_ssim', crop_border=0, test_y_channel=True))
+    train_and_test_tiny(tmp_path, f"derain_{network_g['type']}", network_g, train=_derain_train(),
+                        train_size=(199, 163), test_size=(177, 241), train_images=3, test_images=2, metrics=metrics)
 
 
 def _tiny_model(tmp_path, **train) -> DerainModel:
-    opt = _derain_options('guard', dict(RRDB), str(tmp_path), str(tmp_path))
+    opt = rain13k_train_options('guard', dict(RRDB), str(tmp_path), str(tmp_path), train=_derain_train())
     opt['train'].update(train)
     opt.update(is_train=True, dist=False, rank=0, world_size=1)
     opt['path'].update(models=str(tmp_path), training_states=str(tmp_path), visualization=str(tmp_path))

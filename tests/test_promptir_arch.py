@@ -2,21 +2,21 @@
 import rainmer  # noqa: F401  (its compat shim must load before basicsr)
 
 # isort: split
-import json
-import os.path as osp
-
-import cv2
 import pytest
 import torch
 import yaml
 from basicsr.archs import build_network
-from data_fixtures import make_rain13k
 from public_promptir_keys import PUBLIC_PROMPTIR_PARAMETERS, public_promptir_shapes
-from toolbox_fixtures import run_command, write_yaml
+from toolbox_fixtures import (
+    assert_checkpoint_loads_strictly,
+    assert_pads_to_a_multiple_of_8,
+    assert_public_layout,
+    cyclic_cosine_train,
+    random_state,
+    train_and_test_tiny,
+)
 
-from rainmer.archs.fast import to_fast, to_plain
 from rainmer.archs.promptir_arch import PromptGenBlock, PromptIR
-from rainmer.models.derain_model import size_multiple
 
 # the public train.py builds PromptIR(decoder=True), every other argument at its default
 PUBLIC_NETWORK_G = """
@@ -28,18 +28,13 @@ TINY = dict(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, heads=[1, 1
             prompt_dims=[8, 8, 16], prompt_sizes=[8, 4, 2])
 
 
-def layout(network: torch.nn.Module) -> list[tuple[str, tuple[int, ...]]]:
-    return [(key, tuple(value.shape)) for key, value in network.state_dict().items()]
-
-
 @pytest.fixture(scope='module')
 def default_network():
     return PromptIR(fast=False)
 
 
 def test_parameter_count_and_layout_equal_the_public_code(default_network):
-    assert sum(p.numel() for p in default_network.parameters()) == PUBLIC_PROMPTIR_PARAMETERS
-    assert layout(default_network) == list(public_promptir_shapes().items())  # names, shapes and order
+    assert_public_layout(default_network, PUBLIC_PROMPTIR_PARAMETERS, public_promptir_shapes())
 
 
 def test_prompt_block_follows_the_feature_size():
@@ -68,67 +63,17 @@ def test_public_option_block_builds_unchanged():
 
 
 def test_public_format_checkpoint_loads_strictly(tmp_path, default_network):
-    generator = torch.Generator().manual_seed(0)
-    state = {key: torch.randn(shape, generator=generator) for key, shape in public_promptir_shapes().items()}
-    path = tmp_path / 'promptir.pth'
-    torch.save({'params': state}, path)
-    default_network.load_state_dict(torch.load(path, weights_only=True)['params'], strict=True)
-    loaded = default_network.state_dict()
-    assert all(torch.equal(loaded[key], value) for key, value in state.items())
+    state = random_state(public_promptir_shapes())
+    assert_checkpoint_loads_strictly(default_network, {'params': state}, tmp_path / 'promptir.pth', state,
+                                     param_key='params')
 
 
 def test_any_size_is_padded_to_a_multiple_of_8():
-    network = PromptIR(**TINY, fast=False).eval()
-    assert network.size_multiple == 8 and size_multiple(network) == 8
-    x = torch.rand(2, 3, 37, 45)
-    with torch.no_grad():
-        out = network(x)
-        padded = torch.nn.functional.pad(x, (0, 3, 0, 3), mode='reflect')
-        torch.testing.assert_close(out, network.restore(padded)[..., :37, :45], rtol=0, atol=0)
-        to_fast(network)
-        torch.testing.assert_close(network(x), out, rtol=0, atol=1e-5)
-        to_plain(network)
-        torch.testing.assert_close(network(x), out, rtol=0, atol=0)
-    assert out.shape == x.shape
+    assert_pads_to_a_multiple_of_8(PromptIR(**TINY, fast=False))
 
 
 def test_trains_and_tests_at_odd_sizes_through_basicsr(tmp_path):
-    """Two iterations of DerainModel with the configs' L1 loss, then `basicsr test` on 41x37 images."""
-    train_root = make_rain13k(str(tmp_path / 'train'), n=2, h=45, w=53)
-    val_root = make_rain13k(str(tmp_path / 'val'), n=1, h=37, w=41, seed=50)
-    network_g = dict(type='PromptIR', **TINY)
-    val_set = dict(name='Rain100L', type='PairedRainTestDataset', layout='rain13k', root=val_root,
-                   io_backend=dict(type='disk'))
-    metrics = dict(psnr=dict(type='calculate_psnr', crop_border=0, test_y_channel=True))
-    opt = dict(
-        name='promptir_tiny', model_type='DerainModel', scale=1, num_gpu=0, manual_seed=0,
-        datasets=dict(train=dict(name='Rain13K', type='PairedImageDataset', dataroot_lq=osp.join(train_root, 'input'),
-                                 dataroot_gt=osp.join(train_root, 'target'), filename_tmpl='{}',
-                                 io_backend=dict(type='disk'), gt_size=32, use_hflip=True, use_rot=False,
-                                 num_worker_per_gpu=0, batch_size_per_gpu=2, dataset_enlarge_ratio=1,
-                                 prefetch_mode=None),
-                      val=val_set),
-        network_g=network_g, path=dict(pretrain_network_g=None, strict_load_g=True, resume_state=None),
-        train=dict(optim_g=dict(type='AdamW', lr=1e-3, weight_decay=0, betas=[0.9, 0.999]),
-                   scheduler=dict(type='CosineAnnealingRestartCyclicLR', periods=[1, 1], restart_weights=[1, 1],
-                                  eta_mins=[1e-3, 1e-6]),
-                   total_iter=2, warmup_iter=-1, grad_clip_norm=0.01,
-                   pixel_opt=dict(type='L1Loss', loss_weight=1.0, reduction='mean')),
-        val=dict(val_freq=2, save_img=False, metrics=metrics),
-        logger=dict(print_freq=1, save_checkpoint_freq=2, use_tb_logger=False))
-    result = run_command(['basicsr', 'train', '-opt', write_yaml(str(tmp_path / 'train.yml'), opt)], cwd=str(tmp_path))
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    weights = tmp_path / 'experiments' / 'promptir_tiny' / 'models' / 'net_g_latest.pth'
-    assert weights.is_file()
-
-    test_opt = dict(name='promptir_tiny_test', model_type='DerainModel', scale=1, num_gpu=0, manual_seed=0,
-                    datasets=dict(test_1=val_set), network_g=network_g,
-                    path=dict(pretrain_network_g=str(weights), strict_load_g=True),
-                    val=dict(save_img=True, metrics=metrics))
-    result = run_command(['basicsr', 'test', '-opt', write_yaml(str(tmp_path / 'test.yml'), test_opt)],
-                         cwd=str(tmp_path))
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    results = tmp_path / 'results' / 'promptir_tiny_test'
-    assert json.loads((results / 'metrics.json').read_text())['Rain100L']['psnr'] > 5
-    restored = sorted((results / 'visualization' / 'Rain100L').glob('*.png'))
-    assert len(restored) == 1 and cv2.imread(str(restored[0])).shape == (37, 41, 3)
+    """Two iterations of DerainModel with the configs' L1 loss on 53x45 images, then `basicsr test` on 41x37 ones."""
+    train_and_test_tiny(tmp_path, 'promptir_tiny', dict(type='PromptIR', **TINY),
+                        train=cyclic_cosine_train(pixel_opt=dict(type='L1Loss', loss_weight=1.0, reduction='mean')),
+                        train_size=(45, 53), test_size=(37, 41))

@@ -4,8 +4,6 @@ import rainmer  # noqa: F401  (its compat shim must load before basicsr)
 
 # isort: split
 import copy
-import json
-import os.path as osp
 
 import pytest
 import torch
@@ -13,46 +11,30 @@ import torch.nn.functional as F
 from basicsr.archs import build_network
 from basicsr.losses import build_loss
 from basicsr.models import build_model
-from basicsr.models.base_model import BaseModel
-from data_fixtures import make_rain13k
 from public_rcdnet_keys import PUBLIC_PARAMETERS, mainnet_layout, parameter_count, rainmer_layout, simple_layout
-from toolbox_fixtures import REPO_ROOT, run_command, write_yaml
+from toolbox_fixtures import (
+    assert_checkpoint_loads_strictly,
+    assert_public_layout,
+    random_state,
+    shipped_options,
+    state_layout,
+    train_and_test_tiny,
+)
 
 from rainmer.archs.rcdnet_arch import RCDNet, RCDNetOutputs, convert_public_layout, initial_rain_kernels
 from rainmer.errors import OptionError
 from rainmer.losses.rcdnet_loss import RCDNetLoss
-from rainmer.options import load_yaml
 
 TINY = dict(num_map=4, num_channel=4, num_block=1, inter_iter=3)
 TINY_NET = dict(type='RCDNet', **TINY)
 AUTHORS_TINY = dict(num_map=4, num_channel=4, num_block=4, inter_iter=3)  # Mainnet has four branches per prox net
 
 
-def _layout(net: torch.nn.Module) -> list[tuple[str, tuple[int, ...]]]:
-    return [(key, tuple(value.shape)) for key, value in net.state_dict().items()]
-
-
-def _random_state(layout, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A checkpoint of ``layout`` with random values (positive BN variances, integer batch counters)."""
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, shape in layout:
-        if key.endswith('num_batches_tracked'):
-            state[key] = torch.tensor(7)
-        elif key.endswith('running_var'):
-            state[key] = torch.rand(shape, generator=g) + 0.5
-        else:
-            state[key] = torch.randn(shape, generator=g) * 0.1
-    return state
-
-
 # ------------------------------------------------------------------------------------------------ architecture
 def test_parameter_count_and_keys_at_the_public_defaults():
-    net = RCDNet()
-    assert sum(p.numel() for p in net.parameters()) == PUBLIC_PARAMETERS['rainmer'] == 2_975_186
-    assert parameter_count(rainmer_layout()) == PUBLIC_PARAMETERS['rainmer']
-    assert _layout(net) == rainmer_layout()  # names, shapes and order of the public models/RCDNet.py
-    assert _layout(RCDNet(**TINY)) == rainmer_layout(**TINY)
+    assert PUBLIC_PARAMETERS['rainmer'] == parameter_count(rainmer_layout()) == 2_975_186
+    assert_public_layout(RCDNet(), PUBLIC_PARAMETERS['rainmer'], rainmer_layout())  # the public models/RCDNet.py
+    assert state_layout(RCDNet(**TINY)) == rainmer_layout(**TINY)
     assert isinstance(build_network({'type': 'RCDNet'}), RCDNet)
 
 
@@ -74,18 +56,14 @@ def test_initial_values_are_the_public_ones():
 
 def test_a_public_format_checkpoint_loads_strictly_through_basicsr(tmp_path):
     """The Rainmer comparison's train_rcdnet.py saves the bare state dict (net_epoch_<step>.pth)."""
-    state = _random_state(rainmer_layout(**TINY))
-    torch.save(state, tmp_path / 'net_epoch_5000.pth')
-    net = RCDNet(**TINY)
-    BaseModel.load_network(object.__new__(BaseModel), net, str(tmp_path / 'net_epoch_5000.pth'), strict=True,
-                           param_key=None)
-    assert all(torch.equal(net.state_dict()[key], value) for key, value in state.items())
+    state = random_state(rainmer_layout(**TINY))
+    assert_checkpoint_loads_strictly(RCDNet(**TINY), state, tmp_path / 'net_epoch_5000.pth', state)
 
 
 def test_the_authors_mainnet_checkpoints_load_strictly_where_their_forward_uses_them():
     """hongwang01/RCDNet: eta1 and mnet are never used; conv holds one kernel copy per iteration, of which the
     forward uses conv[1]; the first B step is eta2, the others eta12."""
-    public = _random_state(mainnet_layout(stage=3, num_M=4, num_Z=4), seed=1)
+    public = random_state(mainnet_layout(stage=3, num_M=4, num_Z=4), seed=1)
     net = RCDNet(**AUTHORS_TINY)
     net.load_state_dict(copy.deepcopy(public), strict=True)
     torch.testing.assert_close(net.b_step, torch.cat((public['eta2'].view(1, 1), public['eta12'])))
@@ -97,14 +75,14 @@ def test_the_authors_mainnet_checkpoints_load_strictly_where_their_forward_uses_
              'tau': 'tau'}
     for ours, theirs in pairs.items():
         assert torch.equal(net.state_dict()[ours], public[theirs]), ours
-    simple = _random_state(simple_layout(S=3, num_M=4, num_Z=4, T=4), seed=2)
+    simple = random_state(simple_layout(S=3, num_M=4, num_Z=4, T=4), seed=2)
     net.load_state_dict(copy.deepcopy(simple), strict=True)
     assert torch.equal(net.b_step, simple['etaB_S']) and torch.equal(net.c, simple['C'])
     assert torch.equal(net.proxNet_B_L.layer[1][0].weight, simple['proxNet_B_last_layer.layer.1.0.weight'])
     broken = {key: value for key, value in public.items() if not key.startswith('fxnet.')}
     with pytest.raises(RuntimeError, match='proxNet_B_L'):
         net.load_state_dict(broken, strict=True)
-    assert convert_public_layout(_random_state(rainmer_layout(**TINY))) is None
+    assert convert_public_layout(random_state(rainmer_layout(**TINY))) is None
 
 
 def test_any_size_gives_the_input_size_and_the_stage_outputs():
@@ -151,7 +129,7 @@ def test_the_loss_is_the_public_stage_wise_mse():
 
 def _model_options(network_g: dict) -> dict:
     """The shipped config's train block on a tiny network, ready for build_model."""
-    opt = json.loads(json.dumps(load_yaml(osp.join(REPO_ROOT, 'options', 'rcdnet_mixed.yml'))))
+    opt = shipped_options('rcdnet_mixed.yml')
     opt.update(num_gpu=0, is_train=True, dist=False, rank=0, world_size=1, network_g=network_g)
     opt['path'].update(models='unused', training_states='unused', visualization='unused')
     opt['train'].update(accumulate_grad_step=1)
@@ -178,43 +156,7 @@ def test_the_model_minimises_the_stage_wise_loss_of_the_network():
 
 def test_trains_with_its_loss_and_tests_at_an_odd_size_through_basicsr(tmp_path):
     """Two iterations of RCDNetModel (validation at 41x37 included), then `basicsr test` through DerainModel."""
-    train_root = make_rain13k(str(tmp_path / 'Datasets/train/Rain13K'), n=2, h=41, w=37)
-    val_root = make_rain13k(str(tmp_path / 'Datasets/test/Rain100L'), n=1, h=41, w=37, seed=50)
-    val = dict(name='Rain100L', type='PairedRainTestDataset', layout='rain13k', root=val_root,
-               io_backend=dict(type='disk'))
-    metrics = dict(psnr=dict(type='calculate_psnr', crop_border=0, test_y_channel=True))
-    opt = dict(
-        name='rcdnet_tiny', model_type='RCDNetModel', scale=1, num_gpu=0, manual_seed=0,
-        datasets=dict(
-            train=dict(name='Rain13K', type='PairedImageDataset', dataroot_lq=osp.join(train_root, 'input'),
-                       dataroot_gt=osp.join(train_root, 'target'), filename_tmpl='{}', io_backend=dict(type='disk'),
-                       gt_size=32, use_hflip=True, use_rot=False, num_worker_per_gpu=0, batch_size_per_gpu=2,
-                       dataset_enlarge_ratio=1, prefetch_mode=None),
-            val=val),
-        network_g=TINY_NET,
-        path=dict(pretrain_network_g=None, strict_load_g=True, resume_state=None),
-        train=dict(optim_g=dict(type='Adam', lr=1e-3, betas=[0.9, 0.999]),
-                   scheduler=dict(type='MultiStepLR', milestones=[25], gamma=0.2), total_iter=2, warmup_iter=-1,
-                   pixel_opt=dict(type='RCDNetLoss', loss_weight=1.0)),
-        val=dict(val_freq=2, save_img=False, metrics=metrics),
-        logger=dict(print_freq=1, save_checkpoint_freq=2, use_tb_logger=False),
-    )
-    result = run_command(['basicsr', 'train', '-opt', write_yaml(str(tmp_path / 'train.yml'), opt)], cwd=str(tmp_path))
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
-    assert 'l_pix:' in output and 'Validation Rain100L' in output
-    weights = tmp_path / 'experiments' / 'rcdnet_tiny' / 'models' / 'net_g_latest.pth'
-    assert weights.is_file()
-
-    test_opt = dict(name='rcdnet_tiny_test', model_type='DerainModel', scale=1, num_gpu=0, manual_seed=0,
-                    datasets=dict(test_1=val), network_g=TINY_NET,
-                    path=dict(pretrain_network_g=str(weights), strict_load_g=True),
-                    val=dict(save_img=True, metrics=metrics))
-    result = run_command(['basicsr', 'test', '-opt', write_yaml(str(tmp_path / 'test.yml'), test_opt)],
-                         cwd=str(tmp_path))
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    results = tmp_path / 'results' / 'rcdnet_tiny_test'
-    assert json.loads((results / 'metrics.json').read_text())['Rain100L']['psnr'] > 5
-    import cv2
-    restored = sorted((results / 'visualization' / 'Rain100L').glob('*.png'))
-    assert len(restored) == 1 and cv2.imread(str(restored[0])).shape == (41, 37, 3)
+    train_and_test_tiny(tmp_path, 'rcdnet_tiny', TINY_NET, model_type='RCDNetModel', test_model_type='DerainModel',
+                        train=dict(optim_g=dict(type='Adam', lr=1e-3, betas=[0.9, 0.999]),
+                                   scheduler=dict(type='MultiStepLR', milestones=[25], gamma=0.2),
+                                   pixel_opt=dict(type='RCDNetLoss', loss_weight=1.0)))
