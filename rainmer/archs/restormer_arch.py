@@ -8,73 +8,46 @@ strictly. The blocks are shared with PromptIR (:mod:`rainmer.archs.promptir_arch
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 
 from rainmer.archs.fast import set_fast
 from rainmer.archs.modules.backbone import pad_to_multiple
-from rainmer.archs.modules.transformer import Downsample, LayerNorm, OverlapPatchEmbed, Upsample
+from rainmer.archs.modules.nerdrain_blocks import (
+    ChannelAttention,
+    GatedFeedForward,
+    NeRDTransformerBlock,
+    depthwise_conv,
+    transformer_stage,
+)
+from rainmer.archs.modules.transformer import Downsample, OverlapPatchEmbed, Upsample
 
 SIZE_MULTIPLE = 8  # three 2x downsamplings
 
 
-class GatedDconvFeedForward(nn.Module):
-    """GDFN: conv1x1 to 2h -> dw3x3 -> GELU(first half) * second half -> conv1x1 back (h = int(dim * expansion))."""
+class GatedDconvFeedForward(GatedFeedForward):
+    """GDFN: NeRD-Rain's gated feed-forward with the dw3x3 held directly (key ``dwconv``)."""
 
-    def __init__(self, dim: int, ffn_expansion_factor: float, bias: bool) -> None:
-        super().__init__()
-        hidden = int(dim * ffn_expansion_factor)
-        self.project_in = nn.Conv2d(dim, hidden * 2, kernel_size=1, bias=bias)
-        self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, kernel_size=3, padding=1, groups=hidden * 2, bias=bias)
-        self.project_out = nn.Conv2d(hidden, dim, kernel_size=1, bias=bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        gate, value = self.dwconv(self.project_in(x)).chunk(2, dim=1)
-        return self.project_out(F.gelu(gate) * value)
+    depthwise = staticmethod(depthwise_conv)
 
 
-class TransposedAttention(nn.Module):
-    """MDTA: q, k, v from conv1x1 + dw3x3; per head, softmax(temperature * q_n k_n^T) over channels, times v."""
+class TransposedAttention(ChannelAttention):
+    """MDTA: per head, softmax(temperature * q_n k_n^T) over channels, times v; the dw3x3 held directly."""
 
-    def __init__(self, dim: int, num_heads: int, bias: bool) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
-        self.qkv = nn.Conv2d(dim, dim * 3, kernel_size=1, bias=bias)
-        self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, kernel_size=3, padding=1, groups=dim * 3, bias=bias)
-        self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        b, c, h, w = x.shape
-        q, k, v = (t.reshape(b, self.num_heads, c // self.num_heads, h * w)
-                   for t in self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1))
-        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
-        attention = (q @ k.transpose(-2, -1) * self.temperature).softmax(dim=-1)
-        return self.project_out((attention @ v).reshape(b, c, h, w))
+    depthwise = staticmethod(depthwise_conv)
 
 
-class RestormerBlock(nn.Module):
+class RestormerBlock(NeRDTransformerBlock):
     """``x + MDTA(LN(x))`` then ``x + GDFN(LN(x))`` (keys ``norm1, attn, norm2, ffn``)."""
 
-    def __init__(self, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool,
-                 LayerNorm_type: str) -> None:  # noqa: N803 (public option name)
-        super().__init__()
-        self.norm1 = LayerNorm(dim, LayerNorm_type)
-        self.attn = TransposedAttention(dim, num_heads, bias)
-        self.norm2 = LayerNorm(dim, LayerNorm_type)
-        self.ffn = GatedDconvFeedForward(dim, ffn_expansion_factor, bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.ffn(self.norm2(x))
+    attention = TransposedAttention
+    feed_forward = GatedDconvFeedForward
 
 
 def restormer_stage(depth: int, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool,
                     layer_norm_type: str) -> nn.Sequential:
     """``depth`` :class:`RestormerBlock` in a row (keys ``<stage>.<i>.*``)."""
-    return nn.Sequential(*[RestormerBlock(dim, num_heads, ffn_expansion_factor, bias, layer_norm_type)
-                           for _ in range(depth)])
+    return transformer_stage(depth, dim, num_heads, ffn_expansion_factor, bias, layer_norm_type, RestormerBlock)
 
 
 @ARCH_REGISTRY.register()

@@ -10,25 +10,34 @@ POSITIONAL_FREQUENCIES = 4  # sin/cos of 2^0..2^3 * pi per coordinate
 INR_HIDDEN = (256, 256, 256)
 
 
+def depthwise_conv(channels: int, bias: bool) -> nn.Conv2d:
+    """3x3 depthwise convolution (Restormer holds it directly)."""
+    return nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=bias)
+
+
 class DepthwiseConv(nn.Module):
-    """3x3 depthwise convolution held under ``main.0`` (the public code wraps it in a conv block)."""
+    """3x3 depthwise convolution held under ``main.0`` (the public NeRD-Rain code wraps it in a conv block)."""
 
     def __init__(self, channels: int, bias: bool) -> None:
         super().__init__()
-        self.main = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=bias))
+        self.main = nn.Sequential(depthwise_conv(channels, bias))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.main(x)
 
 
 class GatedFeedForward(nn.Module):
-    """conv1x1 to 2h -> dw3x3 -> GELU(first half) * second half -> conv1x1 back (h = int(dim * expansion))."""
+    """conv1x1 to 2h -> dw3x3 -> GELU(first half) * second half -> conv1x1 back (h = int(dim * expansion)).
+
+    ``depthwise`` builds the dw3x3 (a subclass changes only where its weights are held)."""
+
+    depthwise = DepthwiseConv
 
     def __init__(self, dim: int, ffn_expansion_factor: float, bias: bool) -> None:
         super().__init__()
         hidden = int(dim * ffn_expansion_factor)
         self.project_in = nn.Conv2d(dim, hidden * 2, kernel_size=1, bias=bias)
-        self.dwconv = DepthwiseConv(hidden * 2, bias)
+        self.dwconv = self.depthwise(hidden * 2, bias)
         self.project_out = nn.Conv2d(hidden, dim, kernel_size=1, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -37,14 +46,17 @@ class GatedFeedForward(nn.Module):
 
 
 class ChannelAttention(nn.Module):
-    """Multi-head attention across channels: q, k L2-normalised over pixels, scaled by a learnable temperature."""
+    """Multi-head attention across channels: q, k L2-normalised over pixels, scaled by a learnable temperature
+    (Restormer's MDTA; ``depthwise`` as in :class:`GatedFeedForward`)."""
+
+    depthwise = DepthwiseConv
 
     def __init__(self, dim: int, num_heads: int, bias: bool) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
         self.qkv = nn.Conv2d(dim, dim * 3, kernel_size=1, bias=bias)
-        self.qkv_dwconv = DepthwiseConv(dim * 3, bias)
+        self.qkv_dwconv = self.depthwise(dim * 3, bias)
         self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -57,15 +69,18 @@ class ChannelAttention(nn.Module):
 
 
 class NeRDTransformerBlock(nn.Module):
-    """``x + Attention(LN(x))`` then ``x + GatedFFN(LN(x))``."""
+    """``x + Attention(LN(x))`` then ``x + GatedFFN(LN(x))`` (keys ``norm1, attn, norm2, ffn``)."""
+
+    attention = ChannelAttention
+    feed_forward = GatedFeedForward
 
     def __init__(self, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool,
                  LayerNorm_type: str) -> None:  # noqa: N803 (public option name)
         super().__init__()
         self.norm1 = LayerNorm(dim, LayerNorm_type)
-        self.attn = ChannelAttention(dim, num_heads, bias)
+        self.attn = self.attention(dim, num_heads, bias)
         self.norm2 = LayerNorm(dim, LayerNorm_type)
-        self.ffn = GatedFeedForward(dim, ffn_expansion_factor, bias)
+        self.ffn = self.feed_forward(dim, ffn_expansion_factor, bias)
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.norm1(x))
@@ -73,10 +88,9 @@ class NeRDTransformerBlock(nn.Module):
 
 
 def transformer_stage(depth: int, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool,
-                      layer_norm_type: str) -> nn.Sequential:
+                      layer_norm_type: str, block: type[nn.Module] = NeRDTransformerBlock) -> nn.Sequential:
     """``depth`` transformer blocks in a row (keys ``<stage>.<i>.*``)."""
-    return nn.Sequential(*[NeRDTransformerBlock(dim, num_heads, ffn_expansion_factor, bias, layer_norm_type)
-                           for _ in range(depth)])
+    return nn.Sequential(*[block(dim, num_heads, ffn_expansion_factor, bias, layer_norm_type) for _ in range(depth)])
 
 
 class BidirectionalFusion(nn.Module):
