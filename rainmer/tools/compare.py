@@ -40,8 +40,6 @@ from tqdm import tqdm  # noqa: E402
 from rainmer.options import OptionError, load_yaml, parse_options  # noqa: E402
 from rainmer.utils.benchmarking import flop_counter  # noqa: E402
 
-PARAM_KEYS = ('params', 'params_ema', 'state_dict')
-
 
 @dataclass
 class ModelEntry:
@@ -99,17 +97,6 @@ def resolve_model(spec: str) -> ModelEntry:
     return ModelEntry(label, opt, checkpoint, is_test)
 
 
-def _param_key(checkpoint: str, preferred: str | None) -> str | None:
-    """The key of the network's state dict in ``checkpoint`` (None for a bare state dict)."""
-    saved = torch.load(checkpoint, map_location='cpu', weights_only=True)
-    if not isinstance(saved, dict) or all(isinstance(v, torch.Tensor) for v in saved.values()):
-        return None
-    for key in (preferred, *PARAM_KEYS):
-        if key and key in saved:
-            return key
-    raise OptionError(f'{checkpoint}: no network weights under {", ".join(PARAM_KEYS)}')
-
-
 def comparison_options(entry: ModelEntry, test_opt: dict | None, num_gpu) -> dict:
     """A test option dict: the entry's network and checkpoint on the test sets of ``test_opt`` (or its own)."""
     sets = test_opt if test_opt is not None else (entry.opt if entry.is_test_opt else None)
@@ -125,7 +112,8 @@ def comparison_options(entry: ModelEntry, test_opt: dict | None, num_gpu) -> dic
         'datasets': {k: dict(v) for k, v in sets['datasets'].items()},
         'network_g': dict(entry.opt['network_g']),
         'path': {'pretrain_network_g': entry.checkpoint, 'strict_load_g': True,
-                 'param_key_g': _param_key(entry.checkpoint, path_opt.get('param_key_g'))},
+                 # load_network reads every released layout (rainmer.compat.checkpoint.network_state)
+                 'param_key_g': path_opt.get('param_key_g') or 'params'},
         'val': val,
     }
 
