@@ -45,9 +45,14 @@ def read_bgr_uint8(path: str) -> np.ndarray:
 
 def check_same_size(lq: np.ndarray, gt: np.ndarray, lq_name: str, gt_name: str) -> None:
     """Raise :class:`DataError` when a rainy image and its clean partner differ in size."""
-    if lq.shape != gt.shape:
-        raise DataError(f'size mismatch: {lq_name} is {lq.shape[1]}x{lq.shape[0]} but its clean partner '
-                        f'{gt_name} is {gt.shape[1]}x{gt.shape[0]} (width x height)')
+    check_same_extent((lq.shape[1], lq.shape[0]), (gt.shape[1], gt.shape[0]), lq_name, gt_name)
+
+
+def check_same_extent(lq_size: tuple[int, int], gt_size: tuple[int, int], lq_name: str, gt_name: str) -> None:
+    """:func:`check_same_size` on ``(width, height)`` pairs (e.g. read from image headers)."""
+    if tuple(lq_size) != tuple(gt_size):
+        raise DataError(f'size mismatch: {lq_name} is {lq_size[0]}x{lq_size[1]} but its clean partner '
+                        f'{gt_name} is {gt_size[0]}x{gt_size[1]} (width x height)')
 
 
 def encode_png(img: np.ndarray, compress_level: int = 1) -> bytes:

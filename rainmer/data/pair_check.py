@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from rainmer.data.errors import DataError
 from rainmer.data.image_header import ImageHeader, probe_bytes, probe_image
-from rainmer.data.image_io import decode_bgr_uint8
+from rainmer.data.image_io import check_same_extent, decode_bgr_uint8
 from rainmer.data.pair_source import PairSource
 
 CHECK_MODES = ('header', 'full', 'off')
@@ -73,11 +73,10 @@ def check_pair(source: PairSource, index: int, mode: str = 'header') -> str | No
     try:
         lq = _shape(source, lq_path, 'lq', mode)
         gt = _shape(source, gt_path, 'gt', mode)
+        check_same_extent((lq.width, lq.height), (gt.width, gt.height), source.describe(lq_path, 'lq'),
+                          source.describe(gt_path, 'gt'))
     except DataError as error:
         return str(error)
-    if (lq.width, lq.height) != (gt.width, gt.height):
-        return (f'size mismatch: {source.describe(lq_path, "lq")} is {lq.width}x{lq.height} but its clean partner '
-                f'{source.describe(gt_path, "gt")} is {gt.width}x{gt.height} (width x height)')
     return None
 
 
